@@ -1,0 +1,286 @@
+"""The command line: runc-shaped global flags, one subcommand, its flags and arguments.
+
+Parsing is hand-written on purpose: argparse costs several milliseconds to
+import, and containerd runs this binary for every container operation. The
+command's own module is imported only once it is known which one runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from runproc.errors import RunprocError
+from runproc.log import LogSettings, report_error
+
+# flag spelling -> (destination, takes a value)
+Options = dict[str, tuple[str, bool]]
+
+GLOBAL_OPTIONS: Options = {
+    "--root": ("root", True),
+    "--log": ("log", True),
+    "--log-format": ("log_format", True),
+    "--debug": ("debug", False),
+    # runc's flags that change nothing here yet; accepted so callers need not care.
+    "--systemd-cgroup": ("systemd_cgroup", False),
+    "--rootless": ("rootless", True),
+    "--criu": ("criu", True),
+}
+
+_CREATE_OPTIONS: Options = {
+    "--bundle": ("bundle", True),
+    "-b": ("bundle", True),
+    "--pid-file": ("pid_file", True),
+    "--console-socket": ("console_socket", True),
+    "--preserve-fds": ("preserve_fds", True),
+    "--no-pivot": ("no_pivot", False),
+    "--no-new-keyring": ("no_new_keyring", False),
+    "--pidfd-socket": ("pidfd_socket", True),
+}
+
+
+class CommandSpec:
+    """What one subcommand accepts: its flags and its positional arguments."""
+
+    __slots__ = ("options", "positionals", "required", "summary")
+
+    def __init__(self, summary: str, options: Options, positionals: tuple[str, ...], required: int) -> None:
+        self.summary = summary
+        self.options = options
+        self.positionals = positionals
+        self.required = required
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    "create": CommandSpec("create a container, its process waiting for start", _CREATE_OPTIONS, ("id", "bundle"), 1),
+    "start": CommandSpec("run the user program of a created container", {}, ("id",), 1),
+    "state": CommandSpec("print the state of a container as JSON", {}, ("id",), 1),
+    "kill": CommandSpec(
+        "send a signal (default SIGTERM) to the container's process",
+        {"--all": ("all", False), "-a": ("all", False)},
+        ("id", "signal"),
+        1,
+    ),
+    "delete": CommandSpec(
+        "delete a container's state (and, with --force, its process)",
+        {"--force": ("force", False), "-f": ("force", False)},
+        ("id",),
+        1,
+    ),
+    "run": CommandSpec(
+        "create and start a container, then wait for it to exit",
+        {
+            **_CREATE_OPTIONS,
+            "--detach": ("detach", False),
+            "-d": ("detach", False),
+            "--keep": ("keep", False),
+            "--no-subreaper": ("no_subreaper", False),
+        },
+        ("id", "bundle"),
+        1,
+    ),
+}
+
+USAGE = """\
+usage: runproc [global options] COMMAND [command options] ID [ARGS]
+
+runproc is a runc-compatible OCI runtime: it runs an OCI bundle's process.
+
+commands:
+{commands}
+
+global options:
+  --root DIR           state directory (default $RUNPROC_STATE_DIR, else /run/runproc)
+  --log PATH           append error records to PATH
+  --log-format FORMAT  text (default) or json
+  --debug, --systemd-cgroup, --rootless VALUE, --criu PATH
+                       accepted for runc compatibility
+  -h, --help           show this help
+  -v, --version        show the version
+"""
+
+
+class ParsedArgs:
+    """The result of parsing: global settings, the command, and its values."""
+
+    __slots__ = ("globals", "command", "values")
+
+    def __init__(self) -> None:
+        self.globals: dict[str, str | bool] = {}
+        self.command: str = ""
+        self.values: dict[str, str | bool] = {}
+
+
+class HelpRequested(Exception):
+    """--help was given: print this text and exit 0."""
+
+
+_TRUE = {"true", "1", "t", "yes"}
+_FALSE = {"false", "0", "f", "no"}
+
+
+def _take_option(options: Options, argv: list[str], i: int, into: dict[str, str | bool]) -> int:
+    """Parse the option at argv[i] into `into`; return the index after it.
+
+    Accepts `--flag value`, `--flag=value` and, like runc's CLI library, a single
+    dash for long flags (`-bundle`). Boolean flags take an optional `=true|false`.
+    """
+    token = argv[i]
+    name, eq, inline = token.partition("=")
+    spec = options.get(name)
+    if spec is None and name.startswith("-") and not name.startswith("--") and len(name) > 2:
+        spec = options.get("-" + name)
+    if spec is None:
+        raise RunprocError(f"flag provided but not defined: {name}")
+    dest, takes_value = spec
+    if takes_value:
+        if eq:
+            into[dest] = inline
+            return i + 1
+        if i + 1 >= len(argv):
+            raise RunprocError(f"flag needs an argument: {name}")
+        into[dest] = argv[i + 1]
+        return i + 2
+    if eq:
+        lowered = inline.lower()
+        if lowered not in _TRUE and lowered not in _FALSE:
+            raise RunprocError(f"invalid boolean value {inline!r} for flag {name}")
+        into[dest] = lowered in _TRUE
+    else:
+        into[dest] = True
+    return i + 1
+
+
+def parse_args(argv: list[str]) -> ParsedArgs:
+    """Parse a runc-style command line. Raises RunprocError or HelpRequested."""
+    parsed = ParsedArgs()
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        token = argv[i]
+        if token in ("-h", "--help"):
+            raise HelpRequested(main_usage())
+        if token in ("-v", "--version"):
+            parsed.command = "version"
+            return parsed
+        i = _take_option(GLOBAL_OPTIONS, argv, i, parsed.globals)
+    if i >= len(argv):
+        raise HelpRequested(main_usage())
+    command = argv[i]
+    if command == "help":
+        raise HelpRequested(main_usage())
+    spec = COMMANDS.get(command)
+    if spec is None:
+        raise RunprocError(f"no such command: {command!r} (see runproc --help)")
+    parsed.command = command
+    positionals: list[str] = []
+    i += 1
+    only_positionals = False
+    # Flags may come before, between or after the positional arguments.
+    while i < len(argv):
+        token = argv[i]
+        if only_positionals or not token.startswith("-") or token == "-":
+            positionals.append(token)
+            i += 1
+        elif token == "--":
+            only_positionals = True
+            i += 1
+        elif token in ("-h", "--help"):
+            raise HelpRequested(command_usage(command))
+        else:
+            i = _take_option(spec.options, argv, i, parsed.values)
+    if len(positionals) < spec.required or len(positionals) > len(spec.positionals):
+        raise RunprocError(f"{command!r} takes arguments {_arguments_text(spec)}, got {len(positionals)}")
+    for name, value in zip(spec.positionals, positionals):
+        if name == "bundle":
+            _set_bundle(parsed.values, value)
+        else:
+            parsed.values[name] = value
+    return parsed
+
+
+def _set_bundle(values: dict[str, str | bool], positional: str) -> None:
+    """The bundle may be `--bundle B` or a positional after the id, not two different ones."""
+    flagged = values.get("bundle")
+    if flagged is not None and flagged != positional:
+        raise RunprocError(f"bundle given twice: --bundle {flagged} and {positional}")
+    values["bundle"] = positional
+
+
+def main_usage() -> str:
+    lines = [f"  {name:<8} {spec.summary}" for name, spec in COMMANDS.items()]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def command_usage(command: str) -> str:
+    spec = COMMANDS[command]
+    flags = " ".join(sorted(spec.options)) or "none"
+    return f"usage: runproc {command} [options] {_arguments_text(spec)}\n\n{spec.summary}\n\noptions: {flags}\n"
+
+
+def _arguments_text(spec: CommandSpec) -> str:
+    """ID [BUNDLE]: required positionals bare, optional ones in brackets."""
+    names = [name.upper() if n < spec.required else f"[{name.upper()}]" for n, name in enumerate(spec.positionals)]
+    return " ".join(names)
+
+
+def version_text() -> str:
+    from runproc import OCI_VERSION, __version__
+
+    python = ".".join(str(part) for part in sys.version_info[:3])
+    return f"runproc version {__version__}\nspec: {OCI_VERSION}\npython: {python}\n"
+
+
+class Context:
+    """What every command needs besides its own arguments."""
+
+    __slots__ = ("root", "log", "values")
+
+    def __init__(self, root: str, log: LogSettings, values: dict[str, str | bool]) -> None:
+        self.root = root
+        self.log = log
+        self.values = values
+
+
+def state_root(cli_root: str | bool | None) -> str:
+    """--root, else $RUNPROC_STATE_DIR, else /run/runproc (as runc: $XDG_RUNTIME_DIR for non-root)."""
+    if isinstance(cli_root, str) and cli_root:
+        return os.path.abspath(cli_root)
+    env_root = os.environ.get("RUNPROC_STATE_DIR")
+    if env_root:
+        return os.path.abspath(env_root)
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    if os.geteuid() != 0 and runtime_dir:
+        return os.path.join(runtime_dir, "runproc")
+    return "/run/runproc"
+
+
+def main(argv: list[str]) -> int:
+    log = LogSettings()
+    try:
+        parsed = parse_args(argv)
+        log_path = parsed.globals.get("log")
+        log.path = log_path if isinstance(log_path, str) and log_path else None
+        log_format = parsed.globals.get("log_format", "text")
+        if log_format not in ("text", "json"):
+            raise RunprocError(f"invalid log format {log_format!r}: want text or json")
+        log.format = str(log_format)
+        log.debug = bool(parsed.globals.get("debug"))
+        if parsed.command == "version":
+            sys.stdout.write(version_text())
+            return 0
+        context = Context(state_root(parsed.globals.get("root")), log, parsed.values)
+        # One module per command, imported only when it runs.
+        module = __import__(f"runproc.commands.{parsed.command}", fromlist=["run"])
+        return module.run(context)
+    except HelpRequested as help_text:
+        sys.stdout.write(str(help_text))
+        return 0
+    except RunprocError as err:
+        report_error(log, err.message)
+        return 1
+    except KeyboardInterrupt:
+        report_error(log, "interrupted")
+        return 130
+    except Exception as err:  # noqa: BLE001 - never show a traceback to the user
+        report_error(log, f"internal error: {type(err).__name__}: {err}")
+        return 1
