@@ -1,0 +1,121 @@
+"""The one place that talks to the kernel beyond plain os calls: /proc, prctl, fds, signals."""
+
+from __future__ import annotations
+
+import os
+import time
+
+# A constant mypy understands, without importing typing at run time (start-up cost).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state letter, session id, start time in clock ticks) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            raw = stream.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    # fields[0] is field 3 (state); session is field 6, starttime field 22.
+    return fields[0].decode(), int(fields[3]), int(fields[19])
+
+
+def process_alive(pid: int, start_time: int) -> bool:
+    """Is `pid` still the process we started? A zombie or a reused pid counts as gone."""
+    if pid <= 0:
+        return False
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X", "x") and stat[2] == start_time
+
+
+def process_start_time(pid: int) -> int:
+    stat = proc_stat(pid)
+    if stat is None:
+        raise ProcessLookupError(pid)
+    return stat[2]
+
+
+def session_members(session: int, not_before: int) -> list[int]:
+    """Live pids in session `session` that started no earlier than `not_before` (pid-reuse guard).
+
+    Without a pid namespace or cgroup, the container init's session (it calls
+    setsid) is how we find the processes it started.
+    """
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        stat = proc_stat(int(name))
+        if stat and stat[1] == session and stat[2] >= not_before and stat[0] not in ("Z", "X", "x"):
+            members.append(int(name))
+    return members
+
+
+def signal_process(pid: int, sig: int) -> bool:
+    """kill(2), returning False when the process is already gone."""
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def signal_all(pid: int, start_time: int, sig: int) -> None:
+    """Signal the init (if it is still ours) and every other process of its session."""
+    if process_alive(pid, start_time):
+        signal_process(pid, sig)
+    for member in session_members(pid, start_time):
+        if member != pid:
+            signal_process(member, sig)
+
+
+def wait_until_gone(pid: int, start_time: int, timeout: float) -> bool:
+    """Poll until the process has exited (or is a zombie); False on timeout."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while process_alive(pid, start_time):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
+
+
+def no_new_privs_setter() -> Callable[[], None]:
+    """Prepare prctl(PR_SET_NO_NEW_PRIVS) now, call it later.
+
+    The init must import nothing after create returns (the frozen binary's
+    unpacked files may be gone by then), so ctypes is loaded here, early.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = libc.prctl
+
+    def set_no_new_privs() -> None:
+        if prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+
+    return set_no_new_privs
+
+
+def close_other_fds_on_exec(keep_below: int) -> None:
+    """Mark every fd >= keep_below close-on-exec, so only stdio (and --preserve-fds) reach the program.
+
+    fds can leak in from the caller (containerd's shim passes sockets); the
+    program must inherit only what it is meant to.
+    """
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= keep_below:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the fd listdir itself used, now closed

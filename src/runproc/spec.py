@@ -1,0 +1,220 @@
+"""Turn an OCI bundle's config.json into a plan of what the container init must do.
+
+Pure: reads the bundle, checks the spec, returns a ContainerPlan. Nothing here
+forks, mounts or writes, so every rule can be tested without root. The spec is
+read once, at create; later commands use what create recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from runproc.errors import RunprocError
+from runproc.fsutil import os_error_text
+
+# Linux's generic resource numbers (the same on x86_64 and arm64).
+RLIMITS: dict[str, int] = {
+    "RLIMIT_CPU": 0,
+    "RLIMIT_FSIZE": 1,
+    "RLIMIT_DATA": 2,
+    "RLIMIT_STACK": 3,
+    "RLIMIT_CORE": 4,
+    "RLIMIT_RSS": 5,
+    "RLIMIT_NPROC": 6,
+    "RLIMIT_NOFILE": 7,
+    "RLIMIT_MEMLOCK": 8,
+    "RLIMIT_AS": 9,
+    "RLIMIT_LOCKS": 10,
+    "RLIMIT_SIGPENDING": 11,
+    "RLIMIT_MSGQUEUE": 12,
+    "RLIMIT_NICE": 13,
+    "RLIMIT_RTPRIO": 14,
+    "RLIMIT_RTTIME": 15,
+}
+
+# rlim_t is unsigned 64-bit; Python's resource module spells "unlimited" as -1.
+RLIM_INFINITY_SPEC = 2**64 - 1
+
+HOST_ANNOTATION = "runproc.host"
+
+
+class ContainerPlan:
+    """Everything create needs to start the init, derived from config.json."""
+
+    __slots__ = (
+        "bundle",
+        "oci_version",
+        "args",
+        "env",
+        "cwd",
+        "uid",
+        "gid",
+        "additional_gids",
+        "rlimits",
+        "no_new_privileges",
+        "terminal",
+        "rootfs",
+        "readonly_root",
+        "host_mode",
+        "annotations",
+    )
+
+    def __init__(self) -> None:
+        self.bundle = ""
+        self.oci_version = ""
+        self.args: list[str] = []
+        self.env: list[str] = []
+        self.cwd = "/"
+        self.uid = 0
+        self.gid = 0
+        self.additional_gids: list[int] = []
+        self.rlimits: list[tuple[int, int, int]] = []  # (resource, soft, hard); -1 = unlimited
+        self.no_new_privileges = False
+        self.terminal = False
+        self.rootfs = ""  # absolute path, "" when the spec names none
+        self.readonly_root = False
+        self.host_mode = False
+        self.annotations: dict[str, str] = {}
+
+    def chroots(self, euid: int) -> bool:
+        """Root runs the process inside root.path, unless host mode is on; others run on the host."""
+        return euid == 0 and not self.host_mode
+
+    def path_env(self) -> str | None:
+        """PATH from process.env; the last one wins, as when a program sets them in order."""
+        value = None
+        for entry in self.env:
+            if entry.startswith("PATH="):
+                value = entry[5:]
+        return value
+
+
+def read_config(bundle: str) -> dict:
+    """Load <bundle>/config.json, with errors that say which file and what is wrong."""
+    if not os.path.isdir(bundle):
+        if os.path.exists(bundle):
+            raise RunprocError(f"bundle {bundle} is not a directory")
+        raise RunprocError(f"bundle {bundle}: no such directory")
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as stream:
+            raw = stream.read()
+    except FileNotFoundError:
+        raise RunprocError(f"JSON specification file config.json not found in bundle {bundle}") from None
+    except OSError as err:
+        raise RunprocError(f"cannot read {path}: {os_error_text(err)}") from None
+    try:
+        config = json.loads(raw)
+    except ValueError as err:
+        raise RunprocError(f"{path}: invalid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise RunprocError(f"{path}: the spec must be a JSON object")
+    return config
+
+
+def _want(value: object, kind: type, where: str, what: str) -> None:
+    # bool is an int subclass; a spec's `true` is never a valid uid or limit.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RunprocError(f"config.json: {where} must be {what}")
+
+
+def _string_list(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise RunprocError(f"config.json: {where} must be a list of strings")
+    return value
+
+
+def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> ContainerPlan:
+    """Check the spec and derive the plan. `host_env` is RUNPROC_HOST=1 from the caller's environment."""
+    plan = ContainerPlan()
+    plan.bundle = bundle
+    version = config.get("ociVersion", "")
+    _want(version, str, "ociVersion", "a string")
+    plan.oci_version = version
+
+    annotations = config.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        raise RunprocError("config.json: annotations must map strings to strings")
+    plan.annotations = annotations
+    plan.host_mode = host_env or annotations.get(HOST_ANNOTATION) == "1"
+
+    process = config.get("process")
+    if not process:
+        raise RunprocError("process property must not be empty")
+    _want(process, dict, "process", "an object")
+    plan.args = _string_list(process.get("args"), "process.args") if "args" in process else []
+    if not plan.args or not plan.args[0]:
+        raise RunprocError("args must not be empty")
+    plan.env = _string_list(process.get("env") or [], "process.env")
+    cwd = process.get("cwd", "")
+    _want(cwd, str, "process.cwd", "a string")
+    if not cwd.startswith("/"):
+        raise RunprocError(f"Cwd must be an absolute path (process.cwd is {cwd!r})")
+    plan.cwd = cwd
+    plan.terminal = process.get("terminal") is True
+    plan.no_new_privileges = process.get("noNewPrivileges") is True
+
+    user = process.get("user") or {}
+    _want(user, dict, "process.user", "an object")
+    for key in ("uid", "gid"):
+        if key in user:
+            _want(user[key], int, f"process.user.{key}", "a non-negative integer")
+            if user[key] < 0:
+                raise RunprocError(f"config.json: process.user.{key} must be a non-negative integer")
+            setattr(plan, key, user[key])
+    gids = user.get("additionalGids") or []
+    if not isinstance(gids, list) or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gids):
+        raise RunprocError("config.json: process.user.additionalGids must be a list of non-negative integers")
+    plan.additional_gids = gids
+
+    plan.rlimits = _rlimits(process.get("rlimits") or [])
+
+    root = config.get("root")
+    if root is not None:
+        _want(root, dict, "root", "an object")
+        root_path = root.get("path", "")
+        _want(root_path, str, "root.path", "a string")
+        if root_path:
+            plan.rootfs = os.path.normpath(os.path.join(bundle, root_path))
+        plan.readonly_root = root.get("readonly") is True
+    if plan.chroots(euid):
+        if not plan.rootfs:
+            raise RunprocError("config.json: root.path must be set (or use host mode)")
+        if not os.path.isdir(plan.rootfs):
+            raise RunprocError(f"rootfs {plan.rootfs}: no such directory")
+    return plan
+
+
+def _rlimits(raw: object) -> list[tuple[int, int, int]]:
+    if not isinstance(raw, list):
+        raise RunprocError("config.json: process.rlimits must be a list")
+    limits = []
+    seen = set()
+    for entry in raw:
+        _want(entry, dict, "process.rlimits[]", "an object")
+        kind = entry.get("type")
+        if kind not in RLIMITS:
+            raise RunprocError(f"config.json: unknown rlimit type {kind!r} in process.rlimits")
+        if kind in seen:
+            raise RunprocError(f"config.json: duplicate rlimit type {kind!r} in process.rlimits")
+        seen.add(kind)
+        values = []
+        for key in ("soft", "hard"):
+            value = entry.get(key)
+            _want(value, int, f"{kind}.{key}", "a non-negative integer")
+            if value < 0 or value > RLIM_INFINITY_SPEC:
+                raise RunprocError(f"config.json: {kind}.{key} is out of range")
+            values.append(-1 if value == RLIM_INFINITY_SPEC else value)
+        soft, hard = values
+        if hard != -1 and (soft == -1 or soft > hard):
+            raise RunprocError(f"config.json: {kind} soft limit is above its hard limit")
+        limits.append((RLIMITS[kind], soft, hard))
+    return limits
+
+
+def load_plan(bundle: str, host_env: bool, euid: int) -> ContainerPlan:
+    """Read and check <bundle>/config.json; `bundle` must be absolute."""
+    return plan_from_config(read_config(bundle), bundle, host_env, euid)
