@@ -1,0 +1,66 @@
+"""`runproc run [--detach] [--keep] ... ID [BUNDLE]`: create + start (+ wait, + delete)."""
+
+from __future__ import annotations
+
+import _signal
+import os
+
+from runproc.cli import Context
+from runproc.container import (
+    check_pid_file,
+    create_container,
+    destroy_container,
+    load_plan_for,
+    parse_preserve_fds,
+    start_container,
+)
+from runproc.errors import RunprocError
+from runproc.state import StateStore, validate_id
+
+# Signals a foreground `run` passes on to the container, as runc does.
+FORWARDED = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT")
+
+
+def run(context: Context) -> int:
+    values = context.values
+    container_id = str(values["id"])
+    store = StateStore(context.root)
+    try:
+        validate_id(container_id)
+        pid_file = check_pid_file(values.get("pid_file"))
+        preserve_fds = parse_preserve_fds(values.get("preserve_fds"))
+        plan = load_plan_for(values)
+        record = create_container(store, container_id, plan, pid_file, preserve_fds)
+    except RunprocError as err:
+        raise RunprocError(f"runproc run failed: {err}") from None
+    try:
+        with store.lock(container_id):
+            start_container(record)
+    except BaseException:
+        with store.lock(container_id):
+            destroy_container(record, force=True)
+        raise
+    if values.get("detach"):
+        return 0
+    status = _wait_forwarding_signals(record.pid)
+    if not values.get("keep"):
+        with store.lock(container_id):
+            destroy_container(record, force=True)
+    return status
+
+
+def _wait_forwarding_signals(pid: int) -> int:
+    """Wait for our child the init; its exit code, or 128+N when killed by signal N."""
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for name in FORWARDED:
+        _signal.signal(getattr(_signal, name), forward)
+    _, wait_status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    return os.WEXITSTATUS(wait_status)

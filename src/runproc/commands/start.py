@@ -1,0 +1,15 @@
+"""`runproc start ID`: let a created container's process run its program."""
+
+from __future__ import annotations
+
+from runproc.cli import Context
+from runproc.container import start_container
+from runproc.state import StateStore
+
+
+def run(context: Context) -> int:
+    store = StateStore(context.root)
+    container_id = str(context.values["id"])
+    with store.lock(container_id):
+        start_container(store.load(container_id))
+    return 0

@@ -1,0 +1,18 @@
+"""`runproc state ID`: the container's state as runc prints it (JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from runproc.cli import Context
+from runproc.state import StateStore
+
+
+def run(context: Context) -> int:
+    store = StateStore(context.root)
+    container_id = str(context.values["id"])
+    with store.lock(container_id):
+        state = store.load(container_id).oci_state()
+    sys.stdout.write(json.dumps(state, indent=2) + "\n")
+    return 0

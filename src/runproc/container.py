@@ -1,0 +1,194 @@
+"""Container lifecycle operations shared by the commands: create, start, signal, destroy."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import time
+
+from runproc.errors import RunprocError
+from runproc.fsutil import write_atomic
+from runproc.kernel import (
+    process_alive,
+    process_start_time,
+    session_members,
+    signal_all,
+    signal_process,
+    wait_until_gone,
+)
+from runproc.spec import ContainerPlan, load_plan
+from runproc.state import EXEC_FIFO, ContainerRecord, LockedContainer, StateStore, remove_directory, rfc3339_nano
+
+# How long start waits for the init to confirm it is past the fifo.
+START_TIMEOUT = 10.0
+
+
+def resolve_bundle(bundle: str | bool | None) -> str:
+    """The bundle as an absolute path; the current directory when none is given (as runc)."""
+    return os.path.abspath(bundle) if isinstance(bundle, str) and bundle else os.getcwd()
+
+
+def check_pid_file(pid_file: str | bool | None) -> str | None:
+    """An absolute --pid-file path whose directory exists, checked before anything is made."""
+    if not isinstance(pid_file, str) or not pid_file:
+        return None
+    path = os.path.abspath(pid_file)
+    if not os.path.isdir(os.path.dirname(path)):
+        raise RunprocError(f"pid file {path}: directory {os.path.dirname(path)} does not exist")
+    return path
+
+
+def parse_preserve_fds(raw: str | bool | None) -> int:
+    if raw is None or raw is False:
+        return 0
+    if not isinstance(raw, str) or not raw.isdigit():
+        raise RunprocError(f"--preserve-fds must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+def load_plan_for(values: dict[str, str | bool]) -> ContainerPlan:
+    """The plan for create/run: bundle from --bundle or the positional, host mode from RUNPROC_HOST."""
+    bundle = resolve_bundle(values.get("bundle"))
+    host_env = os.environ.get("RUNPROC_HOST") == "1"
+    return load_plan(bundle, host_env, os.geteuid())
+
+
+def create_container(
+    store: StateStore,
+    container_id: str,
+    plan: ContainerPlan,
+    pid_file: str | None,
+    preserve_fds: int,
+) -> ContainerRecord:
+    """Fork the init, wait until it is ready and blocked before exec, record it.
+
+    On any failure nothing is left: no directory, no process, no pid file.
+    """
+    if plan.terminal:
+        raise RunprocError("process.terminal is true, but terminals are not supported yet")
+    lock = store.reserve(container_id)
+    pid = 0
+    try:
+        with lock:
+            os.mkfifo(os.path.join(lock.directory, EXEC_FIFO), 0o600)
+            pid = _fork_init(plan, lock, preserve_fds)
+            record = ContainerRecord(container_id, lock.directory)
+            record.pid = pid
+            record.start_time = process_start_time(pid)
+            record.bundle = plan.bundle
+            record.rootfs = plan.rootfs
+            record.created = rfc3339_nano(time.time_ns())
+            record.annotations = plan.annotations
+            store.save(record)
+            if pid_file:
+                # Bare digits, no newline: containerd parses the whole file as one integer.
+                write_atomic(pid_file, str(pid).encode(), 0o644)
+            return record
+    except BaseException:
+        if pid:
+            signal_process(pid, 9)
+            _reap(pid)
+        remove_directory(lock.directory)
+        raise
+
+
+def _fork_init(plan: ContainerPlan, lock: LockedContainer, preserve_fds: int) -> int:
+    """Start the init and wait for its report; return its pid once it is ready."""
+    # Keep our own fds above any the caller asked to pass through (--preserve-fds).
+    low = 3 + preserve_fds
+    read_end, write_end = os.pipe()
+    # A fresh open of the directory, not a dup of the locked fd: a dup would share
+    # the flock, and the waiting init would hold the container locked.
+    plain_dir_fd = os.open(lock.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    report_r = fcntl.fcntl(read_end, fcntl.F_DUPFD_CLOEXEC, low)
+    report_w = fcntl.fcntl(write_end, fcntl.F_DUPFD_CLOEXEC, low)
+    dir_fd = fcntl.fcntl(plain_dir_fd, fcntl.F_DUPFD_CLOEXEC, low)
+    for fd in (read_end, write_end, plain_dir_fd):
+        os.close(fd)
+    from runproc import init  # imported before fork: the child must not need to load it
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(report_r)
+            os.close(lock.fd)
+            init.container_init(plan, dir_fd, report_w, preserve_fds)
+        finally:
+            os._exit(1)
+    os.close(report_w)
+    os.close(dir_fd)
+    report = b""
+    try:
+        while report != b"\0":
+            chunk = os.read(report_r, 4096)
+            if not chunk:
+                break
+            report += chunk
+    finally:
+        os.close(report_r)
+    if report != b"\0":
+        _reap(pid)
+        message = report.decode(errors="replace") or "the container init exited before it was ready"
+        raise RunprocError(f"unable to start container process: {message}")
+    return pid
+
+
+def _reap(pid: int) -> None:
+    """Collect our child's exit status so no zombie is left (it is ours until create exits)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def start_container(record: ContainerRecord) -> None:
+    """Release a created container's init into exec; returns once it has passed the fifo."""
+    status = record.status()
+    if status == "stopped":
+        raise RunprocError("cannot start a container that has stopped")
+    if status == "running":
+        raise RunprocError("cannot start an already running container")
+    try:
+        fifo = os.open(record.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise RunprocError("cannot start an already running container") from None
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            readable, _, _ = select.select([fifo], [], [], 0.05)
+            if readable:
+                if os.read(fifo, 1) == b"0":
+                    break
+                raise RunprocError("the container init exited before running the program")
+            if not process_alive(record.pid, record.start_time):
+                raise RunprocError("cannot start a container that has stopped")
+            if time.monotonic() > deadline:
+                raise RunprocError("timed out waiting for the container init to start the program")
+    finally:
+        os.close(fifo)
+        os.unlink(record.fifo_path)
+
+
+def kill_container(record: ContainerRecord, sig: int, all_processes: bool) -> None:
+    """Signal the init, or with `all_processes` every process of the container.
+
+    `--all` on a stopped container still reaches leftovers and succeeds, as
+    runc's does: containerd sends it after an init without its own pid namespace exits.
+    """
+    if all_processes:
+        if record.status() != "stopped" or session_members(record.pid, record.start_time):
+            signal_all(record.pid, record.start_time, sig)
+        return
+    if record.status() == "stopped" or not signal_process(record.pid, sig):
+        raise RunprocError("container not running")
+
+
+def destroy_container(record: ContainerRecord, force: bool) -> None:
+    """Delete a container: kill what is left of it and remove its record."""
+    if record.status() == "running" and not force:
+        raise RunprocError(f"cannot delete container {record.id} that is not stopped: running")
+    signal_all(record.pid, record.start_time, 9)
+    if not wait_until_gone(record.pid, record.start_time, 5.0):
+        raise RunprocError(f"container {record.id}: its process {record.pid} did not exit after SIGKILL")
+    remove_directory(record.directory)
