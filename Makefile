@@ -1,0 +1,53 @@
+# runproc: `make demo` builds and runs the example; `make test` installs what the
+# tests need, builds, and runs every test. Both work as root on fresh Debian 12/13.
+
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SOURCES := $(shell find src -name '*.py') runproc.spec
+# Build: venv + PyInstaller (needs libpython and objdump). Test: the real runc and
+# containerd to compare with and to drive us, busybox-static for root filesystems.
+BUILD_PACKAGES := python3 python3-venv python3-dev binutils
+TEST_PACKAGES := runc containerd busybox-static util-linux procps
+PYTEST_ARGS ?=
+
+.PHONY: build demo test unit bench release integration-test clean deps
+
+build: runproc
+
+$(STAMP): build/requirements.txt build/requirements-test.txt
+	build/ensure-packages.sh $(BUILD_PACKAGES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r build/requirements.txt -r build/requirements-test.txt
+	# The package lives in src/ (./runproc is the binary): make it importable in the venv.
+	$(PY) -c 'import site, os; open(os.path.join(site.getsitepackages()[0], "runproc-src.pth"), "w").write(os.path.abspath("src") + "\n")'
+	touch $@
+
+runproc: $(STAMP) $(SOURCES)
+	$(VENV)/bin/pyinstaller --noconfirm --log-level WARN --distpath build/work/dist --workpath build/work runproc.spec
+	cp build/work/dist/runproc $@
+
+examples/echo/rootfs/bin/busybox:
+	build/make-rootfs.sh examples/echo/rootfs
+
+demo: runproc examples/echo/rootfs/bin/busybox
+	build/demo.sh
+
+deps: $(STAMP)
+	build/ensure-packages.sh $(TEST_PACKAGES)
+
+test: deps runproc
+	RUNPROC_BIN=$(CURDIR)/runproc $(PY) -m pytest $(PYTEST_ARGS) tests
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+bench: deps runproc
+	RUNPROC_BIN=$(CURDIR)/runproc $(PY) build/bench.py
+
+integration-test: deps runproc
+	RUNPROC_BIN=$(CURDIR)/runproc $(PY) -m pytest -v tests/kind
+
+clean:
+	rm -rf build/work dist runproc $(VENV) examples/echo/rootfs
