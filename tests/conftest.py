@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -124,19 +125,35 @@ class Runproc:
         timeout: float = 30,
         env: dict[str, str] | None = None,
         global_args: tuple[str, ...] = (),
-        pass_fds: tuple[int, ...] = (),
+        prefix: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
         text_input = input.decode() if isinstance(input, bytes) else input
-        return subprocess.run(
-            self.argv(*args, global_args=global_args),
-            input=text_input,
-            stdin=None if text_input is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            pass_fds=pass_fds,
-        )
+        # Files, not pipes, for output: a created container's process inherits them,
+        # and a pipe would not reach EOF until that process exits (containerd too
+        # waits for the runtime's exit, not for EOF).
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            process = subprocess.Popen(
+                [*prefix, *self.argv(*args, global_args=global_args)],
+                stdin=subprocess.PIPE if text_input is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+            )
+            try:
+                if text_input is not None:
+                    assert process.stdin is not None
+                    process.stdin.write(text_input.encode())
+                    process.stdin.close()
+                returncode = process.wait(timeout=timeout)
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(
+                process.args, returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace")
+            )
 
     def ok(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
         result = self(*args, **kwargs)  # type: ignore[arg-type]

@@ -38,11 +38,25 @@ class NodeLayout:
 RunInstall = Callable[..., subprocess.CompletedProcess[str]]
 
 
+MakeLayout = Callable[[], NodeLayout]
+
+
 @pytest.fixture
-def layout(tmp_path: Path) -> NodeLayout:
-    root = tmp_path / "node"
-    root.mkdir()
-    return NodeLayout(root)
+def make_layout(tmp_path: Path) -> MakeLayout:
+    """Each call gives a new empty node directory (for tests that try several configs)."""
+    count = iter(range(1000))
+
+    def make() -> NodeLayout:
+        root = tmp_path / f"node{next(count)}"
+        root.mkdir()
+        return NodeLayout(root)
+
+    return make
+
+
+@pytest.fixture
+def layout(make_layout: MakeLayout) -> NodeLayout:
+    return make_layout()
 
 
 @pytest.fixture

@@ -10,10 +10,14 @@ import re
 import stat
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import INSTALL_SH, NodeLayout, RunInstall
+if TYPE_CHECKING:  # fixtures come from conftest.py; import only for the annotations
+    from conftest import NodeLayout, RunInstall
+
+INSTALL_SH = Path(__file__).resolve().parents[2] / "packaging" / "install.sh"
 
 # A config as a node might have it: one unrelated top-level setting and one plugin setting.
 EXISTING_V2 = """\
