@@ -1,0 +1,201 @@
+"""Bad input: one clear error line, exit 1, no traceback, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import MakeBundle, Runproc
+
+
+def processes_tagged(tag: str) -> list[int]:
+    """Live processes whose environment carries `tag` (a leaked init inherits create's environment)."""
+    needle = f"RUNPROC_TEST_TAG={tag}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                environ = Path(f"/proc/{name}/environ").read_bytes()
+                state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if needle in environ.split(b"\0") and state != "Z":
+                found.append(int(name))
+    return found
+
+
+def assert_clean_failure(result, message: str) -> None:  # type: ignore[no-untyped-def]
+    assert result.returncode == 1, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert message in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+def assert_nothing_left(state_root: Path, tmp_path: Path) -> None:
+    leftovers = [p.name for p in state_root.iterdir()] if state_root.exists() else []
+    assert leftovers == []
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
+Setup = Callable[[MakeBundle, Path], tuple[list[str], str]]
+
+
+def bundle_with(mutate: Callable[[dict], None]) -> Setup:
+    def setup(make_bundle: MakeBundle, tmp_path: Path) -> tuple[list[str], str]:
+        bundle = make_bundle(["/bin/true"])
+        config = json.loads((bundle / "config.json").read_text())
+        mutate(config)
+        (bundle / "config.json").write_text(json.dumps(config))
+        return ["create", "--bundle", str(bundle), "bad"], ""
+
+    return setup
+
+
+def missing_bundle(make_bundle: MakeBundle, tmp_path: Path) -> tuple[list[str], str]:
+    return ["create", "--bundle", str(tmp_path / "nope"), "bad"], f"bundle {tmp_path}/nope: no such directory"
+
+
+def missing_config(make_bundle: MakeBundle, tmp_path: Path) -> tuple[list[str], str]:
+    bundle = make_bundle(["/bin/true"])
+    (bundle / "config.json").unlink()
+    return ["create", "-b", str(bundle), "bad"], f"config.json not found in bundle {bundle}"
+
+
+def malformed_config(make_bundle: MakeBundle, tmp_path: Path) -> tuple[list[str], str]:
+    bundle = make_bundle(["/bin/true"])
+    (bundle / "config.json").write_text('{"ociVersion": "1.0.2",\n "process": {')
+    return ["create", "-b", str(bundle), "bad"], f"{bundle}/config.json: invalid JSON: "
+
+
+def with_args(args: list[str], message: str, **fields: object) -> Setup:
+    def setup(make_bundle: MakeBundle, tmp_path: Path) -> tuple[list[str], str]:
+        return ["create", "-b", str(make_bundle(args, **fields)), "bad"], message
+
+    return setup
+
+
+def pid_file_in_missing_dir(make_bundle: MakeBundle, tmp_path: Path) -> tuple[list[str], str]:
+    bundle = make_bundle(["/bin/true"])
+    return (["create", "--pid-file", str(tmp_path / "no" / "pid"), "-b", str(bundle), "bad"],
+            f"pid file {tmp_path}/no/pid: directory {tmp_path}/no does not exist")
+
+
+def set_process(key: str, value: object) -> Callable[[dict], None]:
+    def mutate(config: dict) -> None:
+        config["process"][key] = value
+
+    return mutate
+
+
+CREATE_CASES: dict[str, Setup] = {
+    "missing bundle": missing_bundle,
+    "missing config.json": missing_config,
+    "malformed config.json": malformed_config,
+    "missing process": lambda mb, tp: (bundle_with(lambda c: c.pop("process"))(mb, tp)[0],
+                                       "process property must not be empty"),
+    "missing process.args": lambda mb, tp: (bundle_with(lambda c: c["process"].pop("args"))(mb, tp)[0],
+                                            "args must not be empty"),
+    "relative cwd": lambda mb, tp: (bundle_with(set_process("cwd", "tmp"))(mb, tp)[0],
+                                    "Cwd must be an absolute path"),
+    "unknown rlimit": lambda mb, tp: (bundle_with(set_process("rlimits", [{"type": "RLIMIT_FOO", "soft": 1,
+                                                                           "hard": 1}]))(mb, tp)[0],
+                                      "unknown rlimit type 'RLIMIT_FOO'"),
+    "nonexistent absolute executable": with_args(
+        ["/no/such/cmd"], 'unable to start container process: exec: "/no/such/cmd": stat /no/such/cmd: '
+                          "no such file or directory"),
+    "nonexistent bare executable": with_args(
+        ["no-such-cmd"], 'unable to start container process: exec: "no-such-cmd": executable file not found in $PATH'),
+    "bare executable without PATH": with_args(["echo"], 'exec: "echo": executable file not found in $PATH', env=[]),
+    "executable is a directory": with_args(["/bin"], 'exec: "/bin": is a directory'),
+    "executable not executable": with_args(["/etc/passwd"], 'exec: "/etc/passwd": permission denied'),
+    "cwd is a file": with_args(["/bin/true"], "chdir to cwd ('/etc/passwd') set in config.json failed: "
+                                             "not a directory", cwd="/etc/passwd"),
+    "terminal": with_args(["/bin/true"], "terminals are not supported yet", terminal=True),
+    "pid file in missing directory": pid_file_in_missing_dir,
+}
+
+
+@pytest.mark.parametrize("case", list(CREATE_CASES))
+@pytest.mark.parametrize("command", ["create", "run"])
+def test_bad_create(case: str, command: str, runproc: Runproc, make_bundle: MakeBundle, tmp_path: Path,
+                    state_root: Path) -> None:
+    argv, message = CREATE_CASES[case](make_bundle, tmp_path)
+    argv[0] = command
+    tag = uuid.uuid4().hex
+    result = runproc(*argv, env={**os.environ, "RUNPROC_TEST_TAG": tag})
+    assert_clean_failure(result, message)
+    assert result.stderr.startswith(f"runproc: runproc {command} failed: ")
+    assert_nothing_left(state_root, tmp_path)
+    assert processes_tagged(tag) == []
+    assert runproc("state", "bad").returncode == 1
+
+
+@pytest.mark.parametrize("bad_id, message", [
+    ("", "container id cannot be empty"),
+    ("a/b", "invalid container id format: 'a/b'"),
+    ("..", "invalid container id format: '..'"),
+    ("../escape", "invalid container id format"),
+    ("has space", "invalid container id format"),
+    ("semi;colon", "invalid container id format"),
+])
+def test_bad_ids(bad_id: str, message: str, runproc: Runproc, make_bundle: MakeBundle, tmp_path: Path,
+                 state_root: Path) -> None:
+    bundle = make_bundle(["/bin/true"])
+    assert_clean_failure(runproc("create", "-b", str(bundle), bad_id), message)
+    for command in ("state", "start", "kill", "delete"):
+        assert_clean_failure(runproc(command, bad_id), message)
+    assert_nothing_left(state_root, tmp_path)
+    assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize("command", [["state"], ["start"], ["kill"], ["kill", "--all"], ["delete"]])
+def test_unknown_container(command: list[str], runproc: Runproc) -> None:
+    assert_clean_failure(runproc(*command, "ghost"), "container does not exist")
+
+
+def test_duplicate_id_leaves_the_first_alone(runproc: Runproc, make_bundle: MakeBundle, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    runproc.ok("create", "--pid-file", str(pid_file), "dup", str(make_bundle(["/bin/sleep", "30"])))
+    first = runproc.state("dup")
+    second_pid = tmp_path / "pid2"
+    result = runproc("create", "--pid-file", str(second_pid), "dup", str(make_bundle(["/bin/true"])))
+    assert_clean_failure(result, "container with id 'dup' already exists")
+    assert runproc.state("dup") == first
+    assert not second_pid.exists()
+
+
+def test_unknown_signal(runproc: Runproc, make_bundle: MakeBundle) -> None:
+    runproc.ok("create", "sig", str(make_bundle(["/bin/true"])))
+    assert_clean_failure(runproc("kill", "sig", "SIGFOO"), "unknown signal 'SIGFOO'")
+    assert runproc.status("sig") == "created"
+
+
+def test_start_of_running_container(runproc: Runproc, make_bundle: MakeBundle) -> None:
+    runproc.ok("run", "-d", "twice", str(make_bundle(["/bin/sleep", "30"])))
+    assert_clean_failure(runproc("start", "twice"), "cannot start an already running container")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bogus", "state", "x"], "flag provided but not defined: --bogus"),
+    (["create"], "'create' takes arguments ID [BUNDLE], got 0"),
+    (["nosuchcommand"], "no such command"),
+    (["--log-format", "xml", "state", "x"], "invalid log format 'xml'"),
+    (["kill", "a", "b", "c"], "'kill' takes arguments ID [SIGNAL], got 3"),
+])
+def test_bad_command_lines(argv: list[str], message: str, runproc: Runproc) -> None:
+    assert_clean_failure(runproc(*argv), message)
+
+
+def test_unwritable_state_root(runproc_bin: Path, make_bundle: MakeBundle, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    tool = Runproc(runproc_bin, blocker / "state")
+    assert_clean_failure(tool("create", "x", str(make_bundle(["/bin/true"]))),
+                         f"cannot create state directory {blocker}/state: not a directory")

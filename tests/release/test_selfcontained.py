@@ -1,0 +1,289 @@
+"""Release-binary tests: self-contained (needs nothing from the host but the
+kernel) and noexec-safe (works where /tmp and /run are noexec tmpfs mounts).
+
+The binary is taken from $RUNPROC_BIN (default: <repo>/runproc), i.e. the
+output of build/static/make-static.sh.  All tests need root (they use
+unshare -m, mount and chroot; (c) then drops to uid/gid 65534).
+
+See build/static/README.md for the design these tests check:
+  * the binary is a static ELF (no PT_INTERP / PT_DYNAMIC);
+  * it unpacks into <root>/staticx-lk-XXXXXX where <root> is the first of
+    $TMPDIR, /tmp, /var/tmp, /dev/shm, <dir of the binary> that is writable and
+    not mounted noexec; the directory is removed after every call;
+  * a directory left by a SIGKILLed call is removed by the next call.
+"""
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("RUNPROC_BIN") or REPO / "runproc")
+PREFIXES = ("staticx-", "_MEI")
+NOBODY = 65534
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="release tests need root (unshare/mount/chroot)"),
+    pytest.mark.skipif(not BIN.is_file(), reason=f"no release binary at {BIN} (set RUNPROC_BIN)"),
+]
+
+
+# ----------------------------------------------------------------- helpers
+def clean_env(**extra):
+    """containerd-like environment: no TMPDIR."""
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    env.update(extra)
+    return env
+
+
+def run(cmd, timeout=60, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def in_mountns(script, env=None, timeout=120):
+    """Run a /bin/sh script in a private mount namespace (as root)."""
+    return run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-ec", script],
+               env=env if env is not None else clean_env(), timeout=timeout)
+
+
+def help_text():
+    r = run([str(BIN), "--help"], env=clean_env())
+    return r.stdout + r.stderr
+
+
+def has_command(word):
+    return any(word in line.split() for line in help_text().splitlines())
+
+
+def leftovers(*dirs):
+    out = set()
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        out |= {os.path.join(d, n) for n in names if n.startswith(PREFIXES)}
+    return out
+
+
+def assert_no_new_leftovers(before, dirs, what):
+    """New staticx-*/_MEI* entries must not remain.  Another process on the
+    machine may run a binary concurrently, so give transient ones 3 s."""
+    deadline = time.monotonic() + 3
+    while True:
+        new = leftovers(*dirs) - before
+        if not new or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not new, f"{what} left {sorted(new)}"
+
+
+@pytest.fixture
+def staged(tmp_path_factory):
+    """A copy of the binary in a fresh 0755 directory outside /tmp and /run
+    (so a tmpfs mounted over those does not hide it) readable by nobody."""
+    base = "/var/tmp" if os.path.isdir("/var/tmp") else str(REPO / "build")
+    d = Path(tempfile.mkdtemp(prefix="runproc-release-", dir=base))
+    d.chmod(0o755)
+    b = d / "runproc"
+    shutil.copy2(BIN, b)
+    b.chmod(0o755)
+    yield b
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def check_version(r):
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    assert r.stdout.splitlines() and r.stdout.splitlines()[0].startswith("runproc version"), r.stdout
+
+
+# ------------------------------------------------------------------- tests
+def test_binary_is_static_elf():
+    """No program interpreter and no dynamic section: the kernel runs it alone."""
+    with open(BIN, "rb") as f:
+        hdr = f.read(64)
+        assert hdr[:4] == b"\x7fELF" and hdr[4] == 2, "not a 64-bit ELF"
+        phoff, = struct.unpack_from("<Q", hdr, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", hdr, 0x36)
+        f.seek(phoff)
+        types = {struct.unpack_from("<I", f.read(phentsize))[0] for _ in range(phnum)}
+    assert 3 not in types, "has PT_INTERP (needs the host's ld.so)"
+    assert 2 not in types, "has PT_DYNAMIC (needs host libraries)"
+
+
+def test_chroot_only_proc(tmp_path):
+    """(a) Empty root with only /proc mounted and a writable /tmp: --version and
+    `run` of a host-mode bundle whose process is the binary itself."""
+    root = tmp_path / "root"
+    for d in ("proc", "tmp"):
+        (root / d).mkdir(parents=True)
+    (root / "tmp").chmod(0o1777)
+    shutil.copy2(BIN, root / "runproc")
+    (root / "runproc").chmod(0o755)
+
+    script = f'mount -t proc proc "{root}/proc"\nexec chroot "{root}" /runproc --version'
+    r = in_mountns(script, env={})
+    check_version(r)
+    assert not os.listdir(root / "tmp"), f"left in /tmp: {os.listdir(root / 'tmp')}"
+    assert sorted(os.listdir(root)) == ["proc", "runproc", "tmp"], os.listdir(root)
+
+    if not has_command("run"):
+        pytest.skip("binary's --help lists no `run` command (toy binary?)")
+    bundle = root / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps({
+        "ociVersion": "1.0.2",
+        "process": {"args": ["/runproc", "--version"], "cwd": "/", "env": []},
+        "root": {"path": "rootfs"},
+        "annotations": {"runproc.host": "1"},
+    }))
+    script = (f'mount -t proc proc "{root}/proc"\n'
+              f'exec chroot "{root}" /runproc --root /tmp/runproc-state run --bundle /bundle selfcontained-test')
+    r = in_mountns(script, env={})
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    assert "runproc version" in r.stdout, r.stdout
+    assert not [n for n in os.listdir(root / "tmp") if n.startswith(PREFIXES)]
+
+
+def test_chroot_noexec_tmp(tmp_path):
+    """Chroot whose only writable tmp dir is noexec: falls back to the
+    binary's own directory, and cleans up."""
+    root = tmp_path / "root"
+    for d in ("proc", "tmp"):
+        (root / d).mkdir(parents=True)
+    shutil.copy2(BIN, root / "runproc")
+    script = (f'mount -t proc proc "{root}/proc"\n'
+              f'mount -t tmpfs -o noexec,nosuid,nodev tmpfs "{root}/tmp"\n'
+              f'exec chroot "{root}" /runproc --version')
+    check_version(in_mountns(script, env={}))
+    assert sorted(os.listdir(root)) == ["proc", "runproc", "tmp"], os.listdir(root)
+
+
+NOEXEC = ('mount -t tmpfs -o noexec,nosuid,nodev tmpfs /tmp\n'
+          'mount -t tmpfs -o noexec,nosuid,nodev tmpfs /run\n')
+
+
+@pytest.mark.parametrize("tmpdir_env", [None, "/tmp"], ids=["no-TMPDIR", "TMPDIR=noexec-tmp"])
+def test_noexec_tmp_as_root(staged, tmpdir_env):
+    """(b) /tmp and /run noexec tmpfs, containerd-like env (no TMPDIR; or a
+    TMPDIR pointing at the noexec /tmp): works and leaves nothing behind."""
+    watch = ["/var/tmp", "/dev/shm", str(staged.parent)]
+    before = leftovers(*watch)
+    env = clean_env(**({"TMPDIR": tmpdir_env} if tmpdir_env else {}))
+    script = NOEXEC + f'"{staged}" --version\necho "LEFT:$(ls -A /tmp /run)"'
+    r = in_mountns(script, env=env)
+    check_version(r)
+    left = r.stdout.split("LEFT:", 1)[1]
+    assert not any(p in left for p in PREFIXES), f"left in the noexec /tmp or /run: {left}"
+    assert_no_new_leftovers(before, watch, "--version")
+
+
+def test_noexec_tmp_unprivileged(staged):
+    """(c) As uid/gid 65534 without write access to system dirs (only the
+    world-writable /var/tmp), with noexec /tmp and /run."""
+    watch = ["/var/tmp", "/dev/shm"]
+    before = leftovers(*watch)
+    script = NOEXEC + (f'exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups '
+                       f'"{staged}" --version')
+    check_version(in_mountns(script))
+    assert_no_new_leftovers(before, watch, "--version as nobody")
+
+
+def _long_running_command(tmp_path):
+    """A command line that keeps the binary busy, or None."""
+    if has_command("run"):
+        tag = f"{time.time_ns() % 10**9}"
+        bundle = tmp_path / "sleep-bundle"
+        (bundle / "rootfs").mkdir(parents=True)
+        sleep = shutil.which("sleep") or "/bin/sleep"
+        (bundle / "config.json").write_text(json.dumps({
+            "ociVersion": "1.0.2",
+            "process": {"args": [sleep, f"30.{tag}"], "cwd": "/", "env": []},
+            "root": {"path": "rootfs"},
+            "annotations": {"runproc.host": "1"},
+        }))
+        state = tmp_path / "state"
+        return ([str(BIN), "--root", str(state), "run", "--bundle", str(bundle), f"sigkill-{tag}"],
+                [sleep, f"30.{tag}"])
+    if any("sleep" in line for line in help_text().splitlines()):  # the toy binary
+        return [str(BIN), "sleep", "30"], None
+    return None, None
+
+
+def _pids_with_cmdline(argv):
+    want = ("\0".join(argv) + "\0").encode()
+    pids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if Path(f"/proc/{p}/cmdline").read_bytes() == want:
+                    pids.append(int(p))
+            except OSError:
+                pass
+    return pids
+
+
+def _pids_running_from(d):
+    pids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if os.readlink(f"/proc/{p}/exe").startswith(d + "/"):
+                    pids.append(int(p))
+            except OSError:
+                pass
+    return pids
+
+
+def test_sigkill_leaves_one_dir_and_next_run_sweeps_it(tmp_path):
+    """(d) SIGKILL (as the shim may send) mid-run leaves at most one stale dir,
+    the app dies with its launcher, and the next call removes the stale dir."""
+    cmd, container_argv = _long_running_command(tmp_path)
+    if cmd is None:
+        pytest.skip("binary has no long-running command to interrupt")
+    tmpdir = tmp_path / "t"
+    tmpdir.mkdir()
+    env = clean_env(TMPDIR=str(tmpdir))
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            dirs = leftovers(tmpdir)
+            started = (_pids_with_cmdline(container_argv) if container_argv
+                       else [q for d in dirs for q in _pids_running_from(d)])
+            if dirs and started:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"binary did not start: dirs={leftovers(tmpdir)}")
+        time.sleep(0.3)
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+
+        stale = leftovers(tmpdir)
+        assert len(stale) <= 1, f"more than one stale dir: {stale}"
+        # the app process (PyInstaller bootloader + Python) dies with its launcher
+        deadline = time.monotonic() + 10
+        while any(_pids_running_from(d) for d in stale) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_pids_running_from(d) for d in stale), "app survived its launcher"
+
+        check_version(run([str(BIN), "--version"], env=env))
+        assert not leftovers(tmpdir), f"stale dir not swept: {leftovers(tmpdir)}"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if container_argv:  # the host-mode container process outlives runproc by design
+            for pid in _pids_with_cmdline(container_argv):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
