@@ -26,7 +26,8 @@ $(STAMP): build/requirements.txt build/requirements-test.txt
 
 runproc: $(STAMP) $(SOURCES)
 	$(VENV)/bin/pyinstaller --noconfirm --log-level WARN --distpath build/work/dist --workpath build/work runproc.spec
-	cp build/work/dist/runproc $@
+	# Replace by rename: a running container init may still execute the old file.
+	cp build/work/dist/runproc $@.new && mv -f $@.new $@
 
 examples/echo/rootfs/bin/busybox:
 	build/make-rootfs.sh examples/echo/rootfs
