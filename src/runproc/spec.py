@@ -7,9 +7,9 @@ read once, at create; later commands use what create recorded.
 
 from __future__ import annotations
 
-import json
 import os
 
+from runproc import jsonio
 from runproc.errors import RunprocError
 from runproc.fsutil import os_error_text
 
@@ -105,7 +105,7 @@ def read_config(bundle: str) -> dict:
     except OSError as err:
         raise RunprocError(f"cannot read {path}: {os_error_text(err)}") from None
     try:
-        config = json.loads(raw)
+        config = jsonio.loads(raw)
     except ValueError as err:
         raise RunprocError(f"{path}: invalid JSON: {err}") from None
     if not isinstance(config, dict):

@@ -10,11 +10,10 @@ its directory, so concurrent commands on one container run one after another.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 
-from runproc import OCI_VERSION
+from runproc import OCI_VERSION, jsonio
 from runproc.errors import ContainerNotFound, RunprocError
 from runproc.fsutil import os_error_text, write_atomic
 from runproc.kernel import process_alive
@@ -193,7 +192,7 @@ class StateStore:
         directory = self.directory(container_id)
         try:
             with open(os.path.join(directory, STATE_FILE), "rb") as stream:
-                data = json.loads(stream.read())
+                data = jsonio.loads(stream.read())
             return ContainerRecord.from_json(data, directory)
         except FileNotFoundError:
             raise ContainerNotFound() from None
@@ -201,7 +200,7 @@ class StateStore:
             raise RunprocError(f"corrupt state record {directory}/{STATE_FILE}: {err}") from None
 
     def save(self, record: ContainerRecord) -> None:
-        data = json.dumps(record.to_json(), separators=(",", ":")).encode()
+        data = jsonio.dumps(record.to_json()).encode()
         write_atomic(os.path.join(record.directory, STATE_FILE), data)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
+from runproc import jsonio
 from runproc.cli import Context
 from runproc.state import StateStore
 
@@ -14,5 +14,5 @@ def run(context: Context) -> int:
     container_id = str(context.values["id"])
     with store.lock(container_id):
         state = store.load(container_id).oci_state()
-    sys.stdout.write(json.dumps(state, indent=2) + "\n")
+    sys.stdout.write(jsonio.dumps(state, indent=2) + "\n")
     return 0
