@@ -9,7 +9,7 @@ SOURCES := $(shell find src -name '*.py') runproc.spec
 # Build: venv + PyInstaller (needs libpython and objdump). Test: the real runc and
 # containerd to compare with and to drive us, busybox-static for root filesystems.
 BUILD_PACKAGES := python3 python3-venv python3-dev binutils
-TEST_PACKAGES := runc containerd busybox-static util-linux procps
+TEST_PACKAGES := runc:runc containerd:containerd busybox-static util-linux procps
 PYTEST_ARGS ?=
 
 .PHONY: build demo test unit bench release integration-test clean deps

@@ -1,8 +1,15 @@
 #!/bin/sh
-# ensure-packages.sh PKG...: install the Debian packages that are missing (idempotent).
+# ensure-packages.sh PKG[:COMMAND]...: install the Debian packages that are missing (idempotent).
+# With :COMMAND, a COMMAND already on PATH counts as the package being there (e.g. Docker's
+# containerd.io provides containerd; installing Debian's would remove Docker).
 set -eu
 missing=""
-for pkg in "$@"; do
+for entry in "$@"; do
+  pkg=${entry%%:*}
+  cmd=${entry#*:}
+  if [ "$cmd" != "$entry" ] && command -v "$cmd" >/dev/null 2>&1; then
+    continue
+  fi
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
 done
 [ -z "$missing" ] && exit 0

@@ -37,6 +37,9 @@ RLIMITS: dict[str, int] = {
 RLIM_INFINITY_SPEC = 2**64 - 1
 
 HOST_ANNOTATION = "runproc.host"
+# containerd's CRI copies a Pod's annotations to its sandbox (pause) container
+# too; the pause binary lives only in its image, so that one never runs in host mode.
+CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 
 
 class ContainerPlan:
@@ -139,7 +142,9 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
     ):
         raise RunprocError("config.json: annotations must map strings to strings")
     plan.annotations = annotations
-    plan.host_mode = host_env or annotations.get(HOST_ANNOTATION) == "1"
+    plan.host_mode = host_env or (
+        annotations.get(HOST_ANNOTATION) == "1" and annotations.get(CRI_CONTAINER_TYPE) != "sandbox"
+    )
 
     process = config.get("process")
     if not process:

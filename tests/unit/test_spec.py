@@ -59,6 +59,15 @@ def test_host_mode_by_annotation_or_env() -> None:
     assert plan(cfg).host_mode is False
 
 
+def test_pod_sandbox_never_runs_in_host_mode_by_annotation() -> None:
+    """CRI copies Pod annotations to the pause container, whose binary is only in its image."""
+    cfg = config()
+    cfg["annotations"] = {"runproc.host": "1", "io.kubernetes.cri.container-type": "sandbox"}
+    assert plan(cfg).host_mode is False
+    cfg["annotations"]["io.kubernetes.cri.container-type"] = "container"
+    assert plan(cfg).host_mode is True
+
+
 def test_path_env_last_wins() -> None:
     assert plan(config(env=["PATH=/a", "X=1", "PATH=/b"])).path_env() == "/b"
     assert plan(config(env=[])).path_env() is None
