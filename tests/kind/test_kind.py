@@ -23,7 +23,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -33,7 +32,9 @@ from pathlib import Path
 import pytest
 
 if os.environ.get("RUNPROC_KIND_E2E") != "1":
-    pytest.skip("Kind e2e is opt-in: set RUNPROC_KIND_E2E=1 (needs kubectl, docker or podman, network)", allow_module_level=True)
+    pytest.skip(
+        "Kind e2e is opt-in: set RUNPROC_KIND_E2E=1 (needs kubectl, docker or podman, network)", allow_module_level=True
+    )
 
 
 def find_engine() -> str | None:
@@ -106,8 +107,11 @@ def kind_binary() -> Path:
     if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == KIND_SHA256:
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(KIND_URL, timeout=120) as response:  # noqa: S310 (fixed https URL)
-        data = response.read()
+    try:
+        with urllib.request.urlopen(KIND_URL, timeout=120) as response:  # noqa: S310 (fixed https URL)
+            data = response.read()
+    except OSError as err:
+        pytest.fail(f"kind is not on PATH and downloading {KIND_URL} failed ({err}): install kind {KIND_VERSION}")
     digest = hashlib.sha256(data).hexdigest()
     if digest != KIND_SHA256:
         pytest.fail(f"{KIND_URL}: sha256 {digest}, expected {KIND_SHA256}")
@@ -129,7 +133,9 @@ class Cluster:
                 input: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
         return run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], timeout=timeout, check=check, input=input)
 
-    def node_exec(self, node: str, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def node_exec(
+        self, node: str, *args: str, timeout: float = 60, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         assert ENGINE is not None
         return run([ENGINE, "exec", node, *args], timeout=timeout, check=check)
 
@@ -172,7 +178,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def installed(cluster: Cluster) -> Iterator[Cluster]:
     """runproc installed on every node by packaging/install.sh, RuntimeClass and namespace applied."""
     assert ENGINE is not None
-    run(["sh", str(INSTALL_SH), "--binary", str(cluster.binary), "--kind-cluster", CLUSTER, "--engine", ENGINE], timeout=600)
+    run(
+        ["sh", str(INSTALL_SH), "--binary", str(cluster.binary), "--kind-cluster", CLUSTER, "--engine", ENGINE],
+        timeout=600,
+    )
     # containerd restarted under the kubelet: wait until every node reports Ready again.
     cluster.kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s", timeout=200)
     cluster.kubectl("apply", "-f", str(K8S / "runtimeclass.yaml"))
@@ -190,7 +199,9 @@ def installed(cluster: Cluster) -> Iterator[Cluster]:
 
 def run_pod(cluster: Cluster, manifest: str, name: str, expected: list[str]) -> str:
     """Applies a Pod manifest, waits until its log shows every expected line, deletes the Pod."""
-    cluster.kubectl("-n", NAMESPACE, "delete", "pod", name, "--ignore-not-found", "--wait=true", "--timeout=60s", timeout=90)
+    cluster.kubectl(
+        "-n", NAMESPACE, "delete", "pod", name, "--ignore-not-found", "--wait=true", "--timeout=60s", timeout=90
+    )
     cluster.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=manifest)
     logs = ""
     try:
@@ -199,7 +210,9 @@ def run_pod(cluster: Cluster, manifest: str, name: str, expected: list[str]) -> 
             logs = cluster.kubectl("-n", NAMESPACE, "logs", name, check=False).stdout
             if all(line in logs.splitlines() for line in expected):
                 return logs
-            phase = cluster.kubectl("-n", NAMESPACE, "get", "pod", name, "-o", "jsonpath={.status.phase}", check=False).stdout
+            phase = cluster.kubectl(
+                "-n", NAMESPACE, "get", "pod", name, "-o", "jsonpath={.status.phase}", check=False
+            ).stdout
             if phase in ("Failed", "Succeeded"):
                 break  # the command exited: its log will not change any more
             time.sleep(2)
@@ -214,7 +227,9 @@ def preloaded_pause_image(cluster: Cluster, wanted: str) -> str:
     common: set[str] | None = None
     for node in cluster.nodes:
         images = json.loads(cluster.node_exec(node, "crictl", "images", "-o", "json").stdout)["images"]
-        tags = {tag for image in images for tag in image.get("repoTags") or [] if tag.startswith("registry.k8s.io/pause:")}
+        tags = {
+            tag for image in images for tag in image.get("repoTags") or [] if tag.startswith("registry.k8s.io/pause:")
+        }
         common = tags if common is None else common & tags
     if not common:
         pytest.fail(f"no registry.k8s.io/pause image preloaded on all of {cluster.nodes}")
@@ -233,7 +248,9 @@ def test_install_registers_runtime_on_every_node(installed: Cluster) -> None:
 def test_install_again_keeps_one_runtime_section(installed: Cluster) -> None:
     assert ENGINE is not None
     node = installed.nodes[0]
-    run(["sh", str(INSTALL_SH), "--binary", str(installed.binary), "--kind-node", node, "--engine", ENGINE], timeout=300)
+    run(
+        ["sh", str(INSTALL_SH), "--binary", str(installed.binary), "--kind-node", node, "--engine", ENGINE], timeout=300
+    )
     config = installed.node_exec(node, "cat", "/etc/containerd/config.toml").stdout
     assert config.count("runtimes.runproc]") == 1, config
     installed.kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s", timeout=200)

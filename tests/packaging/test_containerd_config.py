@@ -55,7 +55,9 @@ def dump(config: Path) -> dict:
 def cri_containerd_section(dumped: dict) -> dict:
     """The table holding default_runtime_name and runtimes, wherever this containerd keeps it."""
     plugins = dumped["plugins"]
-    plugin = "io.containerd.cri.v1.runtime" if "io.containerd.cri.v1.runtime" in plugins else "io.containerd.grpc.v1.cri"
+    plugin = (
+        "io.containerd.cri.v1.runtime" if "io.containerd.cri.v1.runtime" in plugins else "io.containerd.grpc.v1.cri"
+    )
     return plugins[plugin]["containerd"]
 
 
@@ -74,7 +76,9 @@ def assert_runproc_registered(dumped: dict, binary: str = "/usr/local/bin/runpro
     return runproc
 
 
-def check_merge_into_existing_minimal_config(version: int, node: NodeLayout, binary: Path, run_install: RunInstall) -> None:
+def check_merge_into_existing_minimal_config(
+    version: int, node: NodeLayout, binary: Path, run_install: RunInstall
+) -> None:
     # Debian's packaged config for version 2; the same shape in version 3 naming.
     cni = '"io.containerd.grpc.v1.cri".cni' if version == 2 else "'io.containerd.cri.v1.runtime'.cni"
     node.write_config(

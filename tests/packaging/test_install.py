@@ -7,8 +7,12 @@ config with it, which test_containerd_config.py covers on its own.
 from __future__ import annotations
 
 import re
+import shutil
 import stat
+import subprocess
 import tomllib
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +21,8 @@ import pytest
 if TYPE_CHECKING:  # fixtures come from conftest.py; import only for the annotations
     from conftest import NodeLayout, RunInstall
 
-INSTALL_SH = Path(__file__).resolve().parents[2] / "packaging" / "install.sh"
+REPO = Path(__file__).resolve().parents[2]
+INSTALL_SH = REPO / "packaging" / "install.sh"
 
 # A config as a node might have it: one unrelated top-level setting and one plugin setting.
 EXISTING_V2 = """\
@@ -71,9 +76,7 @@ def test_install_twice_is_idempotent_and_keeps_existing_settings(
     assert runtimes["runc"]["runtime_type"] == "io.containerd.runc.v2"
 
 
-def test_from_scratch_writes_requested_version(
-    layout: NodeLayout, dummy_binary: Path, run_install: RunInstall
-) -> None:
+def test_from_scratch_writes_requested_version(layout: NodeLayout, dummy_binary: Path, run_install: RunInstall) -> None:
     run_install("--binary", dummy_binary, "--root", layout.root, "--config-version", "3", "--no-validate")
     parsed = tomllib.loads(layout.config.read_text())
     assert parsed["version"] == 3
@@ -83,9 +86,7 @@ def test_from_scratch_writes_requested_version(
     assert set(runtimes) == {"runproc", "runc"}
 
 
-def test_existing_runc_table_is_not_duplicated(
-    layout: NodeLayout, dummy_binary: Path, run_install: RunInstall
-) -> None:
+def test_existing_runc_table_is_not_duplicated(layout: NodeLayout, dummy_binary: Path, run_install: RunInstall) -> None:
     # Kind's config shape: runc defined, systemd cgroups on.
     layout.write_config(
         "version = 2\n"
@@ -106,7 +107,9 @@ def test_existing_runc_table_is_not_duplicated(
 
 
 def test_systemd_cgroup_can_be_turned_off(layout: NodeLayout, dummy_binary: Path, run_install: RunInstall) -> None:
-    layout.write_config('version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n')
+    layout.write_config(
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n'
+    )
     run_install("--binary", dummy_binary, "--root", layout.root, "--systemd-cgroup", "false")
     runtimes = cri_runtimes(tomllib.loads(layout.config.read_text()), 2)
     assert "SystemdCgroup" not in runtimes["runproc"]["options"]
@@ -204,3 +207,83 @@ def test_script_is_executable_posix_sh() -> None:
     # Run as ./install.sh in the docs; the shebang must stay /bin/sh for minimal nodes.
     assert INSTALL_SH.stat().st_mode & stat.S_IXUSR
     assert INSTALL_SH.read_text().startswith("#!/bin/sh\n")
+
+
+# ------------------------------------------------------------------ Kind-node target
+
+
+def working_engine() -> str | None:
+    for name in ("docker", "podman"):
+        if shutil.which(name):
+            probe = subprocess.run([name, "info"], capture_output=True, text=True, timeout=60)
+            if probe.returncode == 0:
+                return name
+    return None
+
+
+@pytest.fixture
+def fake_kind_cluster(tmp_path: Path) -> Iterator[tuple[str, str, list[str]]]:
+    """Two containers labelled like Kind nodes, from a local busybox root filesystem (no pull).
+
+    They stand in for Kind nodes to drive install.sh's cp/exec path with the real engine;
+    containerd itself is exercised by test_containerd_config.py and tests/kind.
+    """
+    engine = working_engine()
+    if engine is None:
+        pytest.skip("no working docker or podman: the Kind-node install path is not exercised")
+    tag = uuid.uuid4().hex[:10]
+    cluster, image = f"rp-test-{tag}", f"localhost/runproc-test-node:{tag}"
+    rootfs = tmp_path / "rootfs"
+    subprocess.run([str(REPO / "build" / "make-rootfs.sh"), str(rootfs)], check=True, timeout=300)
+    config = rootfs / "etc/containerd/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(KIND_CONFIG)
+    tar = subprocess.run(["tar", "-C", str(rootfs), "-cf", "-", "."], capture_output=True, check=True, timeout=120)
+    subprocess.run([engine, "import", "-", image], input=tar.stdout, capture_output=True, check=True, timeout=120)
+    names = [f"{cluster}-control-plane", f"{cluster}-worker"]
+    try:
+        for name in names:
+            subprocess.run(
+                [engine, "run", "-d", "--name", name, "--label", f"io.x-k8s.kind.cluster={cluster}", image, "sleep", "600"],
+                capture_output=True, check=True, timeout=120,
+            )  # fmt: skip
+        yield engine, cluster, names
+    finally:
+        subprocess.run([engine, "rm", "-f", *names], capture_output=True, timeout=120)
+        subprocess.run([engine, "rmi", "-f", image], capture_output=True, timeout=120)
+
+
+KIND_CONFIG = """\
+version = 2
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  default_runtime_name = "runc"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  SystemdCgroup = true
+"""
+
+
+def test_kind_cluster_target_installs_into_every_node(
+    fake_kind_cluster: tuple[str, str, list[str]], dummy_binary: Path, run_install: RunInstall
+) -> None:
+    engine, cluster, names = fake_kind_cluster
+    # The nodes have no systemd; the restart command leaves a trace instead.
+    args = ["--binary", dummy_binary, "--kind-cluster", cluster, "--engine", engine,
+            "--restart-cmd", "echo restarted >> /tmp/restarted"]  # fmt: skip
+    first = run_install(*args)
+    assert all(f"installing into Kind node {name}" in first.stdout for name in names), first.stdout
+    run_install(*args)
+    for name in names:
+
+        def node(*argv: str, name: str = name) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([engine, "exec", name, *argv], capture_output=True, text=True, timeout=60)
+
+        assert node("cat", "/usr/local/bin/runproc").stdout == dummy_binary.read_text()
+        assert node("test", "-x", "/usr/local/bin/runproc").returncode == 0
+        text = node("cat", "/etc/containerd/config.toml").stdout
+        assert len(RUNPROC_HEADER.findall(text)) == 1, text
+        runtimes = cri_runtimes(tomllib.loads(text), 2)
+        assert runtimes["runproc"]["options"] == {"BinaryName": "/usr/local/bin/runproc", "SystemdCgroup": True}
+        assert node("cat", "/tmp/restarted").stdout == "restarted\nrestarted\n"
+        assert node("test", "-e", "/tmp/runproc-install").returncode != 0, "install.sh left its files in the node"

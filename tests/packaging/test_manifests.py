@@ -105,11 +105,18 @@ def test_loader_rejects_what_it_does_not_understand() -> None:
         load_documents("a: 1\na: 2\n")
     with pytest.raises(ValueError):
         load_documents("metadata:\n  name: x\n    bad: indent\n")
-    assert load_documents('a:\n  b: "1"\n  c: 1\n  d:\n    - e: [ "x" ]\n') == [{"a": {"b": "1", "c": 1, "d": [{"e": ["x"]}]}}]
+    assert load_documents('a:\n  b: "1"\n  c: 1\n  d:\n    - e: [ "x" ]\n') == [
+        {"a": {"b": "1", "c": 1, "d": [{"e": ["x"]}]}}
+    ]
 
 
 def test_all_manifests_parse_with_kind_and_name() -> None:
-    assert {m.name for m in MANIFESTS} >= {"runtimeclass.yaml", "pod-normal.yaml", "pod-host.yaml", "pod-host-pause.yaml"}
+    assert {m.name for m in MANIFESTS} >= {
+        "runtimeclass.yaml",
+        "pod-normal.yaml",
+        "pod-host.yaml",
+        "pod-host-pause.yaml",
+    }
     names = []
     for manifest in MANIFESTS:
         for doc in load_documents(manifest.read_text()):
@@ -120,7 +127,12 @@ def test_all_manifests_parse_with_kind_and_name() -> None:
 
 def test_runtimeclass() -> None:
     doc = load("runtimeclass.yaml")
-    assert doc == {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "runproc"}, "handler": "runproc"}
+    assert doc == {
+        "apiVersion": "node.k8s.io/v1",
+        "kind": "RuntimeClass",
+        "metadata": {"name": "runproc"},
+        "handler": "runproc",
+    }
 
 
 def pod_spec(doc: dict) -> dict:
