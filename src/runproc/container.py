@@ -18,7 +18,15 @@ from runproc.kernel import (
     wait_until_gone,
 )
 from runproc.spec import ContainerPlan, load_plan
-from runproc.state import EXEC_FIFO, ContainerRecord, LockedContainer, StateStore, remove_directory, rfc3339_nano
+from runproc.state import (
+    EXEC_FIFO,
+    ContainerRecord,
+    LockedContainer,
+    StateStore,
+    remove_directory,
+    rfc3339_nano,
+    validate_id,
+)
 
 # How long start waits for the init to confirm it is past the fifo.
 START_TIMEOUT = 10.0
@@ -52,6 +60,15 @@ def load_plan_for(values: dict[str, str | bool]) -> ContainerPlan:
     bundle = resolve_bundle(values.get("bundle"))
     host_env = os.environ.get("RUNPROC_HOST") == "1"
     return load_plan(bundle, host_env, os.geteuid())
+
+
+def create_from_values(store: StateStore, values: dict[str, str | bool]) -> ContainerRecord:
+    """create (and run) from their command-line values: check everything, then create."""
+    container_id = str(values["id"])
+    validate_id(container_id)
+    pid_file = check_pid_file(values.get("pid_file"))
+    preserve_fds = parse_preserve_fds(values.get("preserve_fds"))
+    return create_container(store, container_id, load_plan_for(values), pid_file, preserve_fds)
 
 
 def create_container(

@@ -6,16 +6,9 @@ import _signal
 import os
 
 from runproc.cli import Context
-from runproc.container import (
-    check_pid_file,
-    create_container,
-    destroy_container,
-    load_plan_for,
-    parse_preserve_fds,
-    start_container,
-)
+from runproc.container import create_from_values, destroy_container, start_container
 from runproc.errors import RunprocError
-from runproc.state import StateStore, validate_id
+from runproc.state import StateStore
 
 # Signals a foreground `run` passes on to the container, as runc does.
 FORWARDED = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT")
@@ -26,11 +19,7 @@ def run(context: Context) -> int:
     container_id = str(values["id"])
     store = StateStore(context.root)
     try:
-        validate_id(container_id)
-        pid_file = check_pid_file(values.get("pid_file"))
-        preserve_fds = parse_preserve_fds(values.get("preserve_fds"))
-        plan = load_plan_for(values)
-        record = create_container(store, container_id, plan, pid_file, preserve_fds)
+        record = create_from_values(store, values)
     except RunprocError as err:
         raise RunprocError(f"runproc run failed: {err}") from None
     try:
