@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from conftest import MakeBundle, Runproc
+from runproc_testlib import MakeBundle, Runproc
 
 
 def processes_tagged(tag: str) -> list[int]:

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import NOBODY, MakeBundle, Runproc, require_root
+from runproc_testlib import NOBODY, MakeBundle, Runproc, require_root
 
 
 def read_proc_state(pid: int) -> str | None:

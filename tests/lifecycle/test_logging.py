@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from conftest import MakeBundle, Runproc
+from runproc_testlib import MakeBundle, Runproc
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 

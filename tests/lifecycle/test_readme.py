@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-
-from conftest import NOBODY, REPO
+from runproc_testlib import NOBODY, REPO
 
 
 def try_out_script() -> str:

@@ -1,0 +1,118 @@
+"""Shared helpers of the test suites: the binary under test, bundles, a runproc driver.
+
+Lifecycle, differential and end-to-end tests drive the frozen binary named by
+$RUNPROC_BIN (default: ./runproc at the repo root, which `make test` builds).
+Imported by name (tests/ is on pytest's pythonpath): several suites have a
+conftest.py of their own, so `from conftest import ...` would be ambiguous.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+NOBODY = 65534
+
+
+def runproc_path() -> Path:
+    return Path(os.environ.get("RUNPROC_BIN", REPO / "runproc")).resolve()
+
+
+def default_process(args: list[str]) -> dict:
+    return {
+        "terminal": False,
+        "user": {"uid": 0, "gid": 0},
+        "args": args,
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+        "cwd": "/",
+        "noNewPrivileges": True,
+    }
+
+
+MakeBundle = Callable[..., Path]
+
+
+class Runproc:
+    """Runs the binary with one state root; `as_user` runs it unprivileged via setpriv."""
+
+    def __init__(self, binary: Path, root: Path, as_user: int | None = None) -> None:
+        self.binary = binary
+        self.root = root
+        self.as_user = as_user
+
+    def argv(self, *args: str, global_args: tuple[str, ...] = ()) -> list[str]:
+        argv = [str(self.binary), "--root", str(self.root), *global_args, *args]
+        if self.as_user is not None:
+            uid = str(self.as_user)
+            argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
+        return argv
+
+    def __call__(
+        self,
+        *args: str,
+        input: bytes | str | None = None,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
+        global_args: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (),
+    ) -> subprocess.CompletedProcess[str]:
+        text_input = input.decode() if isinstance(input, bytes) else input
+        # Files, not pipes, for output: a created container's process inherits them,
+        # and a pipe would not reach EOF until that process exits (containerd too
+        # waits for the runtime's exit, not for EOF).
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            process = subprocess.Popen(
+                [*prefix, *self.argv(*args, global_args=global_args)],
+                stdin=subprocess.PIPE if text_input is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+            )
+            try:
+                if text_input is not None:
+                    assert process.stdin is not None
+                    process.stdin.write(text_input.encode())
+                    process.stdin.close()
+                returncode = process.wait(timeout=timeout)
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(
+                process.args, returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace")
+            )
+
+    def ok(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        result = self(*args, **kwargs)  # type: ignore[arg-type]
+        assert result.returncode == 0, f"runproc {' '.join(args)} failed: {result.stderr}"
+        return result
+
+    def state(self, container_id: str) -> dict:
+        return json.loads(self.ok("state", container_id).stdout)
+
+    def status(self, container_id: str) -> str:
+        return self.state(container_id)["status"]
+
+    def wait_status(self, container_id: str, status: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while self.status(container_id) != status:
+            assert time.monotonic() < deadline, f"{container_id} never became {status}"
+            time.sleep(0.02)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+
