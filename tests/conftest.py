@@ -21,23 +21,29 @@ def runproc_bin() -> Path:
     return path
 
 
+def make_reachable(path: Path) -> None:
+    """Let every user search `path` and its parents up to /tmp (pytest makes them 0700)."""
+    for parent in [path, *path.parents]:
+        if parent in (Path("/tmp"), Path("/")):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o755)
+
+
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A static busybox root filesystem, shared read-only by the tests' bundles."""
     root = tmp_path_factory.mktemp("rootfs-busybox")
     subprocess.run([str(REPO / "build/make-rootfs.sh"), str(root)], check=True, timeout=120)
-    # World-readable path, so an unprivileged runproc can reach bundles under it.
-    os.chmod(root.parent, 0o755)
+    # Reachable by everyone: containers of other users chroot into it, and runproc
+    # looks programs up with the container user's permissions.
+    make_reachable(root)
     return root
 
 
 @pytest.fixture
 def world_tmp(tmp_path: Path) -> Path:
     """tmp_path, reachable (and the dir writable) by the unprivileged user, for nobody's tests."""
-    for parent in [tmp_path, *tmp_path.parents]:
-        if parent == Path("/tmp") or parent == Path("/"):
-            break
-        os.chmod(parent, os.stat(parent).st_mode | 0o755)
+    make_reachable(tmp_path)
     os.chmod(tmp_path, 0o777)
     return tmp_path
 

@@ -33,8 +33,8 @@ START_TIMEOUT = 10.0
 
 
 def resolve_bundle(bundle: str | bool | None) -> str:
-    """The bundle as an absolute path; the current directory when none is given (as runc)."""
-    return os.path.abspath(bundle) if isinstance(bundle, str) and bundle else os.getcwd()
+    """The bundle's real absolute path (runc's state shows it resolved); the current directory by default."""
+    return os.path.realpath(bundle) if isinstance(bundle, str) and bundle else os.getcwd()
 
 
 def check_pid_file(pid_file: str | bool | None) -> str | None:
@@ -100,7 +100,7 @@ def create_container(
             store.save(record)
             if pid_file:
                 # Bare digits, no newline: containerd parses the whole file as one integer.
-                write_atomic(pid_file, str(pid).encode(), 0o644)
+                write_atomic(pid_file, str(pid).encode(), 0o666)  # less the umask, as runc
             return record
     except BaseException:
         if pid:

@@ -89,7 +89,38 @@ def _prepare(plan: ContainerPlan, euid: int) -> tuple[str, Callable[[], None] | 
         os.chdir(plan.cwd)
     except OSError as err:
         raise InitError(f"chdir to cwd ({plan.cwd!r}) set in config.json failed: {os_error_text(err)}") from None
-    return find_executable(plan.args[0], plan.path_env()), no_new_privs
+    os.umask(plan.umask)
+    if not plan.has_env("HOME"):
+        # As runc: HOME from the container's /etc/passwd, else "/".
+        plan.env = [*plan.env, f"HOME={home_directory(plan.uid if euid == 0 else euid)}"]
+    # Look the program up with the container user's permissions, as runc does
+    # after switching. The real switch comes after start: the fifo lives in
+    # root's state directory.
+    switch_user = euid == 0 and (plan.uid or plan.gid)
+    if switch_user:
+        os.setgroups(plan.additional_gids)
+        os.setegid(plan.gid)
+        os.seteuid(plan.uid)
+    try:
+        executable = find_executable(plan.args[0], plan.path_env())
+    finally:
+        if switch_user:
+            os.seteuid(0)
+            os.setegid(0)
+    return executable, no_new_privs
+
+
+def home_directory(uid: int, passwd: str = "/etc/passwd") -> str:
+    """The home of `uid` in a passwd file (read directly: NSS modules are not there in a chroot)."""
+    try:
+        with open(passwd, encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid) and fields[5]:
+                    return fields[5]
+    except OSError:
+        pass
+    return "/"
 
 
 def container_init(plan: ContainerPlan, state_dir_fd: int, report_fd: int, preserve_fds: int) -> NoReturn:

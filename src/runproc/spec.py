@@ -54,6 +54,7 @@ class ContainerPlan:
         "uid",
         "gid",
         "additional_gids",
+        "umask",
         "rlimits",
         "no_new_privileges",
         "terminal",
@@ -72,6 +73,7 @@ class ContainerPlan:
         self.uid = 0
         self.gid = 0
         self.additional_gids: list[int] = []
+        self.umask = 0o022  # runc's default when process.user.umask is not given
         self.rlimits: list[tuple[int, int, int]] = []  # (resource, soft, hard); -1 = unlimited
         self.no_new_privileges = False
         self.terminal = False
@@ -83,6 +85,9 @@ class ContainerPlan:
     def chroots(self, euid: int) -> bool:
         """Root runs the process inside root.path, unless host mode is on; others run on the host."""
         return euid == 0 and not self.host_mode
+
+    def has_env(self, name: str) -> bool:
+        return any(entry.startswith(name + "=") for entry in self.env)
 
     def path_env(self) -> str | None:
         """PATH from process.env; the last one wins, as when a program sets them in order."""
@@ -174,6 +179,11 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
     if not isinstance(gids, list) or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gids):
         raise RunprocError("config.json: process.user.additionalGids must be a list of non-negative integers")
     plan.additional_gids = gids
+    if user.get("umask") is not None:
+        _want(user["umask"], int, "process.user.umask", "an integer from 0 to 0777")
+        if not 0 <= user["umask"] <= 0o777:
+            raise RunprocError("config.json: process.user.umask must be an integer from 0 to 0777")
+        plan.umask = user["umask"]
 
     plan.rlimits = _rlimits(process.get("rlimits") or [])
 

@@ -64,8 +64,8 @@ class ContainerRecord:
             "bundle": self.bundle,
             "rootfs": self.rootfs,
             "created": self.created,
-            "owner": self.owner,
             "annotations": self.annotations,
+            "owner": self.owner,
         }
 
     @classmethod
@@ -101,8 +101,8 @@ class ContainerRecord:
             "bundle": self.bundle,
             "rootfs": self.rootfs,
             "created": self.created,
-            "owner": self.owner,
             "annotations": self.annotations,
+            "owner": self.owner,
         }
 
 

@@ -1,31 +1,37 @@
 """Differential tests: the same bundle through runc and through runproc, compared.
 
-Each runtime gets its own state root; both read one config.json. That config
-carries a mount namespace and a /proc mount, which runproc ignores but runc
-needs: without /proc inside the root, runc's init fails ("error closing exec
-fds: open /proc/self/fd"), and without its own mount namespace the proc mount
-would land on the shared rootfs for everyone.
+Each runtime gets its own state root; both read one config.json. Besides
+make_bundle's default, that config carries what runproc ignores but runc needs:
+- a /proc mount: without /proc inside the root, runc's init fails with
+  "error closing exec fds: open /proc/self/fd" (so runc cannot run the bare
+  config that has no `linux` section);
+- a mount namespace: without one, runc does its rootfs mounts in the host's
+  namespace (it bind-mounts the rootfs onto itself and makes / rslave there);
+- a cgroupsPath of its own (see dual_spec).
 """
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import MakeBundle, Runproc, default_process
+from runproc_testlib import MakeBundle, Runproc, default_process
 
 RUNC = Path("/usr/sbin/runc")
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(not RUNC.is_file() or os.geteuid() != 0, reason="needs runc and root")]
+pytestmark = [pytest.mark.root, pytest.mark.skipif(not RUNC.is_file() or os.geteuid() != 0, reason="needs runc, root")]
 
 # Go's RFC3339Nano in UTC, as runc prints `created` (trailing zeros of the fraction trimmed).
 CREATED_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{1,9}Z")
@@ -34,6 +40,10 @@ RUNC_KEYS = {"ociVersion", "id", "pid", "status", "bundle", "rootfs", "created",
 # A long-running program that exits 0 on SIGTERM, so a test can end it normally or by a signal.
 LOOP = ["sh", "-c", "trap 'exit 0' TERM; while :; do usleep 20000; done"]
 SLEEP = ["sleep", "30"]
+
+
+def set_umask(mask: int) -> None:
+    os.umask(mask)
 
 
 class Side:
@@ -46,12 +56,20 @@ class Side:
     def __repr__(self) -> str:
         return self.name
 
-    def __call__(self, *args: str, timeout: float = 30, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, timeout: float = 30, cwd: Path | None = None, umask: int | None = None
+    ) -> subprocess.CompletedProcess[str]:
         # Files, not pipes: a created container's init inherits the runtime's stdio,
         # so a pipe would stay open (and subprocess.run wait) until the program exits.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             done = subprocess.run(
-                self.tool.argv(*args), stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=timeout, cwd=cwd
+                self.tool.argv(*args),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                timeout=timeout,
+                cwd=cwd,
+                preexec_fn=None if umask is None else (lambda: set_umask(umask)),
             )
             out.seek(0)
             err.seek(0)
@@ -106,15 +124,47 @@ def dual_spec(args: list[str], rootfs: Path, annotations: dict[str, str] | None 
         "root": {"path": str(rootfs)},
         "annotations": dict(annotations or {}),
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
-        "linux": {"namespaces": [{"type": "mount"}]},
+        "linux": {
+            "namespaces": [{"type": "mount"}],
+            # runc's default cgroup is /<id>, shared by every runc container of that id on the
+            # host, and its delete kills the whole cgroup: a unique one keeps tests apart.
+            "cgroupsPath": f"/runproc-diff-{uuid.uuid4().hex[:16]}",
+        },
     }
+
+
+def copy_rootfs(source: Path, target: Path) -> Path:
+    """copytree of a rootfs, skipping device nodes, fifos and sockets.
+
+    runc mknods /dev/null, /dev/zero, /dev/full, ... into a rootfs it runs; a
+    plain copytree would then read /dev/zero until the disk is full.
+    """
+
+    def specials(directory: str, names: list[str]) -> set[str]:
+        modes = {name: os.lstat(os.path.join(directory, name)).st_mode for name in names}
+        plain = (stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK)
+        return {name for name, mode in modes.items() if not any(test(mode) for test in plain)}
+
+    shutil.copytree(source, target, symlinks=True, ignore=specials)
+    return target
+
+
+@pytest.fixture(scope="module")
+def diff_rootfs(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The rootfs both runtimes share here: a copy, because runc writes /dev nodes into the rootfs it
+    runs, and the session's busybox_rootfs must stay safe for other suites to copy."""
+    root = tmp_path_factory.mktemp("rootfs-diff")
+    os.chmod(root, 0o755)
+    rootfs = copy_rootfs(busybox_rootfs, root / "rootfs")
+    os.chmod(rootfs, 0o755)  # a non-root process.user must reach /bin
+    return rootfs
 
 
 DualBundle = Callable[..., Path]
 
 
 @pytest.fixture
-def dual_bundle(make_bundle: MakeBundle, busybox_rootfs: Path) -> DualBundle:
+def dual_bundle(make_bundle: MakeBundle, diff_rootfs: Path) -> DualBundle:
     """dual_bundle(args, rootfs=None, annotations=None, name=None, **process_fields) -> bundle dir."""
 
     def make(
@@ -124,7 +174,7 @@ def dual_bundle(make_bundle: MakeBundle, busybox_rootfs: Path) -> DualBundle:
         name: str | None = None,
         **process: object,
     ) -> Path:
-        spec = dual_spec(args, rootfs or busybox_rootfs, annotations, **process)
+        spec = dual_spec(args, rootfs or diff_rootfs, annotations, **process)
         return make_bundle(args, name=name, config=spec)
 
     return make
@@ -132,21 +182,30 @@ def dual_bundle(make_bundle: MakeBundle, busybox_rootfs: Path) -> DualBundle:
 
 @pytest.fixture
 def rootfs_copy(tmp_path: Path, busybox_rootfs: Path) -> Callable[[str], Path]:
-    """A private copy of the busybox rootfs, for tests that look at what the program wrote."""
+    """A private rootfs, for tests that look at what the program wrote inside it."""
+    return lambda name: copy_rootfs(busybox_rootfs, tmp_path / f"rootfs-{name}")
 
-    def copy(name: str) -> Path:
-        target = tmp_path / f"rootfs-{name}"
-        shutil.copytree(busybox_rootfs, target, symlinks=True)
-        return target
 
-    return copy
+LOGRUS_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+
+
+def error_text(stderr: str) -> str:
+    """stderr with runc's logrus `msg="..."` values unquoted (runc prints `exec: \\"x\\"`), lower case."""
+    messages = []
+    for quoted in LOGRUS_MSG.findall(stderr):
+        try:
+            messages.append(json.loads(f'"{quoted}"'))  # Go's %q is JSON for printable ASCII
+        except ValueError:
+            messages.append(quoted)
+    return "\n".join([stderr, *messages]).lower()
 
 
 def both_fail(results: dict[str, subprocess.CompletedProcess[str]], text: str | None = None) -> None:
+    """Every runtime exited non-zero and, if given, said `text` (case-insensitive: runc says `ID`)."""
     for name, result in results.items():
         assert result.returncode != 0, f"{name} succeeded: {result.stdout}"
         if text is not None:
-            assert text in result.stderr, f"{name}: {text!r} not in {result.stderr!r}"
+            assert text.lower() in error_text(result.stderr), f"{name}: {text!r} not in {result.stderr!r}"
 
 
 def on_both(sides: Sides, *args: str, **kwargs: object) -> dict[str, subprocess.CompletedProcess[str]]:
@@ -203,7 +262,7 @@ def test_state_through_lifecycle(
     check_state_shape(created, "created")
     for name, state in created.items():
         # `created` is this moment in UTC, not local time or the epoch.
-        stamp = time.mktime(time.strptime(state["created"].split(".")[0], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        stamp = calendar.timegm(time.strptime(state["created"].split(".")[0], "%Y-%m-%dT%H:%M:%S"))
         assert before - 5 < stamp < time.time() + 5, f"{name}: {state['created']}"
         assert process_alive(state["pid"]), name
 
@@ -224,6 +283,17 @@ def test_state_through_lifecycle(
     for name in stopped:
         assert stopped[name]["created"] == created[name]["created"], name
         assert not process_alive(created[name]["pid"]), name
+
+
+@pytest.mark.parametrize("annotations", [{}, {"org.example.key": "value"}], ids=["no-annotations", "annotations"])
+def test_state_key_order(sides: Sides, dual_bundle: DualBundle, annotations: dict[str, str]) -> None:
+    """The keys come in runc's order too (its struct's: ..., created, annotations, owner), for
+    whoever reads the JSON as text; runproc's state.py says it follows that order."""
+    bundle = dual_bundle(SLEEP, annotations=annotations)
+    for side in sides:
+        side.ok("create", "--bundle", str(bundle), "c1")
+    runc, ours = (list(side.state("c1")) for side in sides)
+    assert [key for key in ours if key in runc] == runc
 
 
 @pytest.mark.parametrize("form", ["absolute", "relative", "cwd", "symlink"])
@@ -290,6 +360,19 @@ def test_kill_stopped(sides: Sides, dual_bundle: DualBundle, signal: str | None)
     both_fail(on_both(sides, "kill", "c1", *([signal] if signal else [])), "container not running")
 
 
+@pytest.mark.parametrize("started", [True, False], ids=["started", "created"])
+def test_kill_all_after_exit(sides: Sides, dual_bundle: DualBundle, started: bool) -> None:
+    """`kill --all` of a stopped container succeeds for both (containerd sends it after the init exits)."""
+    bundle = dual_bundle(SLEEP)
+    for side in sides:
+        side.ok("create", "--bundle", str(bundle), "c1")
+        if started:
+            side.ok("start", "c1")
+        side.ok("kill", "--all", "c1", "KILL")
+        side.wait_status("c1", "stopped")
+        side.ok("kill", "--all", "c1", "KILL")
+
+
 @pytest.mark.parametrize("signal", ["NOSUCH", "SIGNOSUCH", "99"])
 def test_kill_unknown_signal(sides: Sides, dual_bundle: DualBundle, signal: str) -> None:
     create_and_start(sides, dual_bundle(SLEEP))
@@ -323,7 +406,9 @@ def test_delete_running_needs_force(sides: Sides, dual_bundle: DualBundle) -> No
 
 
 @pytest.mark.parametrize(
-    ("started", "force"), [(True, True), (False, True), (False, False)], ids=["running-force", "created-force", "created"]
+    ("started", "force"),
+    [(True, True), (False, True), (False, False)],
+    ids=["running-force", "created-force", "created"],
 )
 def test_delete_removes(sides: Sides, dual_bundle: DualBundle, started: bool, force: bool) -> None:
     """delete --force of a running one, and any delete of a created one, remove it and its process."""
@@ -336,13 +421,15 @@ def test_delete_removes(sides: Sides, dual_bundle: DualBundle, started: bool, fo
         side.ok("delete", *(["--force"] if force else []), "c1")
         assert not process_alive(pid), side
         result = side("state", "c1")
-        assert result.returncode != 0 and "does not exist" in result.stderr, f"{side}: {result.stderr}"
+        assert result.returncode != 0 and "does not exist" in error_text(result.stderr), f"{side}: {result.stderr}"
         assert not (side.tool.root / "c1").exists(), side
 
 
 def test_delete_stopped(sides: Sides, dual_bundle: DualBundle) -> None:
-    create_and_start(sides, dual_bundle(["sh", "-c", "exec sleep 0.2"]))
+    bundle = dual_bundle(["true"])
     for side in sides:
+        side.ok("create", "--bundle", str(bundle), "c1")
+        side.ok("start", "c1")
         side.wait_status("c1", "stopped")
         side.ok("delete", "c1")
     both_fail(on_both(sides, "state", "c1"), "does not exist")
@@ -371,12 +458,12 @@ def test_start_stopped(sides: Sides, dual_bundle: DualBundle, how: str) -> None:
         else:
             side.ok("kill", "c1", "KILL")
         side.wait_status("c1", "stopped")
-    both_fail(on_both(sides, "start", "c1"))
+    both_fail(on_both(sides, "start", "c1"), "cannot start a container that has stopped")
 
 
 def test_start_twice(sides: Sides, dual_bundle: DualBundle) -> None:
     create_and_start(sides, dual_bundle(SLEEP))
-    both_fail(on_both(sides, "start", "c1"))
+    both_fail(on_both(sides, "start", "c1"), "cannot start an already running container")
     for side in sides:
         assert side.state("c1")["status"] == "running", side
 
@@ -402,16 +489,16 @@ def test_duplicate_create(sides: Sides, dual_bundle: DualBundle, started: bool) 
 
 # --- bad input ---------------------------------------------------------------------
 
-BAD_INPUTS: dict[str, tuple[str | None, str | None]] = {
-    # case -> (how the bundle is broken, text both must print)
-    "missing-bundle": ("missing-bundle", None),
-    "missing-config": ("missing-config", None),
-    "malformed-json": ("malformed-json", None),
-    "relative-cwd": ("relative-cwd", None),
-    "empty-args": ("empty-args", None),
-    "no-args": ("no-args", None),
-    "absolute-exe": ("absolute-exe", 'exec: "/no/such": stat /no/such: no such file or directory'),
-    "bare-exe": ("bare-exe", 'exec: "nosuch": executable file not found in $PATH'),
+# case -> text both must print (None: the wording differs, only the failure is compared)
+BAD_INPUTS: dict[str, str | None] = {
+    "missing-bundle": None,
+    "missing-config": None,
+    "malformed-json": None,
+    "relative-cwd": None,
+    "empty-args": None,
+    "no-args": None,
+    "absolute-exe": 'exec: "/no/such": stat /no/such: no such file or directory',
+    "bare-exe": 'exec: "nosuch": executable file not found in $PATH',
 }
 
 
@@ -443,7 +530,7 @@ def bad_bundle(case: str, dual_bundle: DualBundle, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input(sides: Sides, dual_bundle: DualBundle, tmp_path: Path, case: str, command: str) -> None:
     bundle = bad_bundle(case, dual_bundle, tmp_path)
-    text = BAD_INPUTS[case][1]
+    text = BAD_INPUTS[case]
     both_fail(on_both(sides, command, "--bundle", str(bundle), "bad"), text)
     # Nothing half-written: no record, no directory left in either state root.
     both_fail(on_both(sides, "state", "bad"), "does not exist")
@@ -486,6 +573,8 @@ def test_pid_file(sides: Sides, dual_bundle: DualBundle, tmp_path: Path, command
         raw = pid_file.read_bytes()
         assert re.fullmatch(rb"[1-9][0-9]*", raw), f"{side}: {raw!r}"
         assert int(raw) == side.state("p1")["pid"], side
+    modes = {side.name: stat.S_IMODE((tmp_path / f"{side.name}.pid").stat().st_mode) for side in sides}
+    assert modes["runproc"] == modes["runc"], modes
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
 
 
@@ -513,3 +602,90 @@ def test_program_waits_for_start(sides: Sides, dual_bundle: DualBundle, rootfs_c
             assert time.monotonic() < deadline, f"{side}: program never ran after start"
             time.sleep(0.02)
         assert markers[side.name].read_text() == "ran\n", side
+
+
+# --- the process's environment ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uid", "env"),
+    [(0, []), (65534, []), (1000, []), (0, ["HOME=/elsewhere"])],
+    ids=["root", "nobody", "not-in-passwd", "home-given"],
+)
+def test_run_env(sides: Sides, dual_bundle: DualBundle, uid: int, env: list[str]) -> None:
+    """The program sees the same environment: runc adds HOME from the rootfs's /etc/passwd when unset."""
+    process_env = ["PATH=/bin", "TERM=xterm", *env]
+    bundle = dual_bundle(["env"], env=process_env, user={"uid": uid, "gid": uid})
+    results = on_both(sides, "run", "--bundle", str(bundle), "e1")
+    assert results["runc"].returncode == results["runproc"].returncode == 0, results
+    assert sorted(results["runproc"].stdout.splitlines()) == sorted(results["runc"].stdout.splitlines())
+
+
+@pytest.mark.parametrize(
+    "user",
+    [{"uid": 65534, "gid": 65534}, {"uid": 1000, "gid": 1000, "additionalGids": [5, 6]}],
+    ids=["nobody", "additional-gids"],
+)
+def test_run_as_user(sides: Sides, dual_bundle: DualBundle, user: dict) -> None:
+    bundle = dual_bundle(["id"], user=user)
+    results = on_both(sides, "run", "--bundle", str(bundle), "u1")
+    assert results["runc"].returncode == results["runproc"].returncode == 0, results
+    assert results["runproc"].stdout == results["runc"].stdout
+
+
+@pytest.mark.parametrize("caller_umask", [0o022, 0o077, 0o000], ids=lambda mask: f"{mask:04o}")
+def test_run_umask(sides: Sides, dual_bundle: DualBundle, caller_umask: int) -> None:
+    """runc sets umask 0022 for the program (the spec has no umask here), whatever the caller's is."""
+    bundle = dual_bundle(["sh", "-c", "umask"])
+    results = on_both(sides, "run", "--bundle", str(bundle), "m1", umask=caller_umask)
+    assert results["runc"].stdout == "0022\n", results["runc"]
+    assert results["runproc"].stdout == results["runc"].stdout
+
+
+def test_run_creates_missing_cwd(sides: Sides, dual_bundle: DualBundle, rootfs_copy: Callable[[str], Path]) -> None:
+    for side in sides:
+        rootfs = rootfs_copy(side.name)
+        bundle = dual_bundle(["pwd"], rootfs=rootfs, name=side.name, cwd="/new/dir")
+        result = side.ok("run", "--bundle", str(bundle), "w1")
+        assert result.stdout == "/new/dir\n", side
+        assert (rootfs / "new" / "dir").is_dir(), side
+
+
+def test_executable_looked_up_as_the_user(
+    sides: Sides, dual_bundle: DualBundle, rootfs_copy: Callable[[str], Path]
+) -> None:
+    """runc looks args[0] up after switching to process.user: a program only root can reach fails create."""
+    for side in sides:
+        rootfs = rootfs_copy(side.name)
+        os.chmod(rootfs, 0o700)  # nobody cannot search the root, so cannot reach /bin/id
+        bundle = dual_bundle(["id"], rootfs=rootfs, name=side.name, user={"uid": 65534, "gid": 65534})
+        result = side("create", "--bundle", str(bundle), "x1")
+        assert result.returncode != 0, f"{side}: create succeeded"
+        assert 'exec: "id": executable file not found in $path' in error_text(result.stderr), f"{side}: {result.stderr}"
+        assert side("state", "x1").returncode != 0, side
+
+
+def test_run_forwards_sigterm(sides: Sides, dual_bundle: DualBundle, tmp_path: Path) -> None:
+    """A foreground run passes SIGTERM on to the program and exits with its status (128+15)."""
+    bundle = dual_bundle(SLEEP)
+    for side in sides:
+        argv = side.tool.argv("run", "--bundle", str(bundle), "t1")
+        with open(tmp_path / f"{side.name}.out", "wb") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        try:
+            deadline = time.monotonic() + 10
+            while not is_running(side, "t1"):
+                assert time.monotonic() < deadline and proc.poll() is None, f"{side}: never running"
+                time.sleep(0.02)
+            time.sleep(0.2)  # start has returned; give run a moment to be back in its wait
+            proc.terminate()
+            assert proc.wait(timeout=10) == 143, side
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def is_running(side: Side, container_id: str) -> bool:
+    result = side("state", container_id)
+    return result.returncode == 0 and json.loads(result.stdout)["status"] == "running"

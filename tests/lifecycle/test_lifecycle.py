@@ -54,7 +54,7 @@ def test_state_fields(runproc: Runproc, make_bundle: MakeBundle) -> None:
     bundle = make_bundle(["/bin/sleep", "30"], annotations={"org.example": "x"})
     runproc.ok("create", "--bundle", str(bundle), "fields")
     state = runproc.state("fields")
-    assert list(state) == ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner", "annotations"]
+    assert list(state) == ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "annotations", "owner"]
     assert state["id"] == "fields" and state["bundle"] == str(bundle) and state["status"] == "created"
     assert state["rootfs"] == json.loads((bundle / "config.json").read_text())["root"]["path"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", state["created"])
@@ -263,8 +263,19 @@ def test_env_and_cwd_exactly_as_given(runproc: Runproc, make_bundle: MakeBundle)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "/tmp"
-    # sh adds PWD (and SHLVL in busybox) itself; everything else must be exactly process.env.
-    assert [line for line in lines[1:] if not line.startswith(("PWD=", "SHLVL="))] == sorted(env)
+    # sh adds PWD (and SHLVL in busybox) itself; runproc adds HOME (from the rootfs's
+    # /etc/passwd) as runc does when it is missing. Nothing else.
+    assert [line for line in lines[1:] if not line.startswith(("PWD=", "SHLVL="))] == sorted([*env, "HOME=/root"])
+
+
+def test_home_and_umask(runproc: Runproc, make_bundle: MakeBundle) -> None:
+    script = "echo $HOME; umask"
+    given = runproc.ok("run", "h1", str(make_bundle(["/bin/sh", "-c", script], env=["PATH=/bin", "HOME=/x"])))
+    assert given.stdout.split() == ["/x", "0022"]
+    nobody = make_bundle(["/bin/sh", "-c", script], user={"uid": 65534, "gid": 65534})
+    assert runproc.ok("run", "h2", str(nobody)).stdout.split() == ["/", "0022"]
+    custom = make_bundle(["/bin/sh", "-c", script], user={"uid": 0, "gid": 0, "umask": 0o077})
+    assert runproc.ok("run", "h3", str(custom)).stdout.split() == ["/root", "0077"]
 
 
 def test_bare_name_resolved_through_process_path(runproc: Runproc, make_bundle: MakeBundle) -> None:
