@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +133,11 @@ def test_bad_create(case: str, command: str, runproc: Runproc, make_bundle: Make
     assert_clean_failure(result, message)
     assert result.stderr.startswith(f"runproc: runproc {command} failed: ")
     assert_nothing_left(state_root, tmp_path)
+    # The release binary's launcher removes its unpacked files in a detached
+    # process that lives a few ms past exit; a leaked init would wait forever.
+    deadline = time.monotonic() + 3
+    while processes_tagged(tag) and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert processes_tagged(tag) == []
     assert runproc("state", "bad").returncode == 1
 

@@ -4,6 +4,7 @@ kernel) and noexec-safe (works where /tmp and /run are noexec tmpfs mounts).
 The binary is taken from $RUNPROC_BIN (default: <repo>/runproc), i.e. the
 output of build/static/make-static.sh.  All tests need root (they use
 unshare -m, mount and chroot; (c) then drops to uid/gid 65534).
+`make build` makes exactly this binary, so a dynamically linked one fails here.
 
 See build/static/README.md for the design these tests check:
   * the binary is a static ELF (no PT_INTERP / PT_DYNAMIC);
@@ -29,10 +30,31 @@ BIN = Path(os.environ.get("RUNPROC_BIN") or REPO / "runproc")
 PREFIXES = ("staticx-", "_MEI")
 NOBODY = 65534
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="release tests need root (unshare/mount/chroot)"),
-    pytest.mark.skipif(not BIN.is_file(), reason=f"no release binary at {BIN} (set RUNPROC_BIN)"),
-]
+
+def elf_program_header_types(path):
+    """Set of p_type values of a 64-bit little-endian ELF, or None if not one."""
+    try:
+        with open(path, "rb") as f:
+            hdr = f.read(64)
+            if len(hdr) < 64 or hdr[:4] != b"\x7fELF" or hdr[4] != 2:
+                return None
+            phoff, = struct.unpack_from("<Q", hdr, 0x20)
+            phentsize, phnum = struct.unpack_from("<HH", hdr, 0x36)
+            f.seek(phoff)
+            return {struct.unpack_from("<I", f.read(phentsize))[0] for _ in range(phnum)}
+    except OSError:
+        return None
+
+
+def is_release_binary(path):
+    types = elf_program_header_types(path)
+    return types is not None and 3 not in types and 2 not in types  # no PT_INTERP/PT_DYNAMIC
+
+
+if os.geteuid() != 0:
+    pytest.skip("release tests need root (unshare/mount/chroot)", allow_module_level=True)
+if not BIN.is_file():
+    pytest.fail(f"no runproc binary at {BIN}: run `make build` (or set RUNPROC_BIN)", pytrace=False)
 
 
 # ----------------------------------------------------------------- helpers
@@ -99,6 +121,18 @@ def staged(tmp_path_factory):
     shutil.rmtree(d, ignore_errors=True)
 
 
+def wait_empty_of_bundles(d, what, timeout=3):
+    """The launcher removes its bundle dir in a detached child right after it
+    exits (so the caller does not wait for the unlinking): allow a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [n for n in os.listdir(d) if n.startswith(PREFIXES)]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, f"{what} left {left} in {d}"
+
+
 def check_version(r):
     assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
     assert r.stdout.splitlines() and r.stdout.splitlines()[0].startswith("runproc version"), r.stdout
@@ -107,13 +141,8 @@ def check_version(r):
 # ------------------------------------------------------------------- tests
 def test_binary_is_static_elf():
     """No program interpreter and no dynamic section: the kernel runs it alone."""
-    with open(BIN, "rb") as f:
-        hdr = f.read(64)
-        assert hdr[:4] == b"\x7fELF" and hdr[4] == 2, "not a 64-bit ELF"
-        phoff, = struct.unpack_from("<Q", hdr, 0x20)
-        phentsize, phnum = struct.unpack_from("<HH", hdr, 0x36)
-        f.seek(phoff)
-        types = {struct.unpack_from("<I", f.read(phentsize))[0] for _ in range(phnum)}
+    types = elf_program_header_types(BIN)
+    assert types is not None, "not a 64-bit ELF"
     assert 3 not in types, "has PT_INTERP (needs the host's ld.so)"
     assert 2 not in types, "has PT_DYNAMIC (needs host libraries)"
 
@@ -131,6 +160,7 @@ def test_chroot_only_proc(tmp_path):
     script = f'mount -t proc proc "{root}/proc"\nexec chroot "{root}" /runproc --version'
     r = in_mountns(script, env={})
     check_version(r)
+    wait_empty_of_bundles(root / "tmp", "--version")
     assert not os.listdir(root / "tmp"), f"left in /tmp: {os.listdir(root / 'tmp')}"
     assert sorted(os.listdir(root)) == ["proc", "runproc", "tmp"], os.listdir(root)
 
@@ -149,7 +179,7 @@ def test_chroot_only_proc(tmp_path):
     r = in_mountns(script, env={})
     assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
     assert "runproc version" in r.stdout, r.stdout
-    assert not [n for n in os.listdir(root / "tmp") if n.startswith(PREFIXES)]
+    wait_empty_of_bundles(root / "tmp", "run")
 
 
 def test_chroot_noexec_tmp(tmp_path):
@@ -163,6 +193,7 @@ def test_chroot_noexec_tmp(tmp_path):
               f'mount -t tmpfs -o noexec,nosuid,nodev tmpfs "{root}/tmp"\n'
               f'exec chroot "{root}" /runproc --version')
     check_version(in_mountns(script, env={}))
+    wait_empty_of_bundles(root, "--version")
     assert sorted(os.listdir(root)) == ["proc", "runproc", "tmp"], os.listdir(root)
 
 
@@ -276,7 +307,7 @@ def test_sigkill_leaves_one_dir_and_next_run_sweeps_it(tmp_path):
         assert not any(_pids_running_from(d) for d in stale), "app survived its launcher"
 
         check_version(run([str(BIN), "--version"], env=env))
-        assert not leftovers(tmpdir), f"stale dir not swept: {leftovers(tmpdir)}"
+        wait_empty_of_bundles(tmpdir, "the stale dir was not swept; the next run")
     finally:
         if p.poll() is None:
             p.kill()
