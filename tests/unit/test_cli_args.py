@@ -91,3 +91,16 @@ def test_state_root_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RUNPROC_STATE_DIR")
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     assert state_root(None) == "/run/runproc"
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    """`python -m runproc` is the unfrozen CLI (the package is on the venv's path via src/)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "runproc", "--version"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("runproc version ")
+    bad = subprocess.run([sys.executable, "-m", "runproc", "state"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and bad.stderr == "runproc: 'state' takes arguments ID, got 0\n"
