@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,12 +16,12 @@ def try_out_script() -> str:
     return section.split("```sh\n", 1)[1].split("```", 1)[0]
 
 
-def run_script(script: str, user: int | None, binary: Path) -> subprocess.CompletedProcess[str]:
+def run_script(script: str, user: int | None, checkout: Path) -> subprocess.CompletedProcess[str]:
     argv = ["bash", "-euxc", script]
     if user is not None:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/"}
-    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +31,22 @@ def example_rootfs() -> None:
 
 
 @pytest.mark.parametrize("user", [None, NOBODY], ids=["root", "nobody"])
-def test_try_out_as_written(user: int | None, runproc_bin: Path, example_rootfs: None) -> None:
+def test_try_out_as_written(user: int | None, runproc_bin: Path, example_rootfs: None, world_tmp: Path) -> None:
     if runproc_bin != (REPO / "runproc").resolve():
         pytest.skip("the README uses ./runproc; RUNPROC_BIN points elsewhere")
+    checkout = REPO
     if user is not None:
-        probe = subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
-                                "test", "-x", str(runproc_bin)])
-        if probe.returncode != 0:
-            pytest.skip(f"{runproc_bin} is not reachable by uid {user} from this checkout's location")
+        # The unprivileged user works in a copy of what the try-out uses, in a place
+        # it can reach (this checkout's own location may not be).
+        checkout = world_tmp / "checkout"
+        (checkout / "examples").mkdir(parents=True)
+        shutil.copy2(runproc_bin, checkout / "runproc")
+        shutil.copytree(REPO / "examples/echo", checkout / "examples/echo", symlinks=True,
+                        ignore=shutil.ignore_patterns("rootfs"))
+        subprocess.run(["chmod", "-R", "a+rX", str(checkout)], check=True)
     script = try_out_script()
     assert "./runproc create --pid-file $RUNPROC_STATE_DIR/pid demo $(pwd)/examples/echo" in script
-    result = run_script(script, user, runproc_bin)
+    result = run_script(script, user, checkout)
     assert result.returncode == 0, result.stderr
     # create, then start's output, then run's: the echo program ran twice.
     assert result.stdout.count("hello from runproc\n") == 2, result.stdout
