@@ -19,7 +19,6 @@ from runproc.kernel import (
 )
 from runproc.spec import ContainerPlan, load_plan
 from runproc.state import (
-    EXEC_FIFO,
     ContainerRecord,
     LockedContainer,
     StateStore,
@@ -88,7 +87,6 @@ def create_container(
     pid = 0
     try:
         with lock:
-            os.mkfifo(os.path.join(lock.directory, EXEC_FIFO), 0o600)
             pid = _fork_init(plan, lock, preserve_fds)
             record = ContainerRecord(container_id, lock.directory)
             record.pid = pid

@@ -9,6 +9,7 @@ its directory, so concurrent commands on one container run one after another.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -137,32 +138,46 @@ class StateStore:
             raise RunprocError(f"cannot create state directory {self.root}: {os_error_text(err)}") from None
 
     def reserve(self, container_id: str) -> LockedContainer:
-        """Make and lock a new container directory; exactly one of two concurrent creates wins.
+        """Make and lock a new container directory, with its exec fifo; one of concurrent creates wins.
 
-        A directory without a record whose lock is free is what a create killed
-        half-way leaves behind: it is removed and the id reused.
+        The directory is made under a temporary name, locked, given its fifo and
+        only then renamed into place. So a directory under a container's name is
+        never empty (rename cannot replace it) and is locked until its record
+        exists. One without a record whose lock is free was left by a create that
+        died half-way: it is removed and the id reused.
         """
         directory = self.directory(container_id)
         self._ensure_root()
-        for _ in range(3):
-            try:
-                os.mkdir(directory, 0o700)
-            except FileExistsError:
-                if self._remove_if_abandoned(directory):
-                    continue
-                raise RunprocError(f"container with id {container_id!r} already exists") from None
-            except OSError as err:
-                raise RunprocError(f"cannot create {directory}: {os_error_text(err)}") from None
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            return LockedContainer(directory, fd)
-        raise RunprocError(f"container with id {container_id!r} already exists")
+        staging = os.path.join(self.root, f".new-{container_id}-{os.getpid()}")
+        remove_directory(staging)  # only a dead process of our pid could have left it
+        try:
+            os.mkdir(staging, 0o700)
+        except OSError as err:
+            raise RunprocError(f"cannot create {staging}: {os_error_text(err)}") from None
+        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            os.mkfifo(os.path.join(staging, EXEC_FIFO), 0o600)
+            for _ in range(3):
+                try:
+                    os.rename(staging, directory)
+                    return LockedContainer(directory, fd)
+                except OSError as err:
+                    if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise RunprocError(f"cannot create {directory}: {os_error_text(err)}") from None
+                if not self._remove_if_abandoned(directory):
+                    break
+            raise RunprocError(f"container with id {container_id!r} already exists")
+        except BaseException:
+            os.close(fd)
+            remove_directory(staging)
+            raise
 
     def _remove_if_abandoned(self, directory: str) -> bool:
         try:
             fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
-            return True  # gone meanwhile: try mkdir again
+            return True  # gone meanwhile: try again
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

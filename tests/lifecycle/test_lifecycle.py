@@ -378,22 +378,25 @@ def test_unprivileged_user(runproc_bin: Path, make_bundle: MakeBundle, world_tmp
     assert result.stdout == f"{NOBODY}\n{Path('/etc/debian_version').read_text()}"
 
 
-def test_concurrent_creates_of_one_id(runproc: Runproc, make_bundle: MakeBundle) -> None:
+@pytest.mark.parametrize("attempt", range(3))
+def test_concurrent_creates_of_one_id(runproc: Runproc, make_bundle: MakeBundle, state_root: Path,
+                                      attempt: int) -> None:
     bundle = make_bundle(["/bin/true"])
     results: list[subprocess.CompletedProcess[str]] = []
 
     def create() -> None:
         results.append(runproc("create", "race", str(bundle)))
 
-    threads = [threading.Thread(target=create) for _ in range(4)]
+    threads = [threading.Thread(target=create) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     codes = sorted(result.returncode for result in results)
-    assert codes == [0, 1, 1, 1], [r.stderr for r in results]
-    assert all("already exists" in r.stderr for r in results if r.returncode)
+    assert codes == [0, 1, 1, 1, 1, 1], [r.stderr for r in results]
+    assert all("already exists" in r.stderr for r in results if r.returncode), [r.stderr for r in results]
     assert runproc.status("race") == "created"
+    assert sorted(os.listdir(state_root)) == ["race"]
 
 
 def test_concurrent_commands_are_serialised(runproc: Runproc, make_bundle: MakeBundle) -> None:

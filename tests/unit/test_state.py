@@ -60,9 +60,9 @@ def test_record_round_trip_and_status(tmp_path: Path) -> None:
         assert oct(os.stat(tmp_path / "root" / "c1").st_mode & 0o777) == "0o700"
         loaded = store.load("c1")
         assert loaded.to_json() == record.to_json()
-        assert loaded.status() == "running"  # alive, no fifo
-        (tmp_path / "root" / "c1" / "exec.fifo").touch()
-        assert loaded.status() == "created"
+        assert loaded.status() == "created"  # alive, fifo made by reserve
+        (tmp_path / "root" / "c1" / "exec.fifo").unlink()
+        assert loaded.status() == "running"  # start removed the fifo
         # Same pid, other start time: the pid was reused, so our container is gone.
         loaded.start_time += 1
         assert loaded.status() == "stopped"
@@ -86,6 +86,15 @@ def test_zombie_counts_as_stopped(tmp_path: Path) -> None:
         pytest.fail("child never became a zombie")
     assert record.status() == "stopped"
     child.wait()
+
+
+def test_reserve_leaves_no_staging_dirs(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    make_record(store, "one", 1, 1)
+    with pytest.raises(RunprocError):
+        store.reserve("one")
+    assert sorted(os.listdir(tmp_path)) == ["one"]
+    assert sorted(os.listdir(tmp_path / "one")) == ["exec.fifo", "state.json"]
 
 
 def test_duplicate_reserve_fails_and_abandoned_dir_is_reused(tmp_path: Path) -> None:
