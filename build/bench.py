@@ -105,29 +105,36 @@ def main() -> int:
         runtimes = [Runtime("runproc", runproc, work, bundle)]
         if runc:
             runtimes.append(Runtime("runc", runc, work, bundle))
-        for runtime in runtimes:
-            quiet(runtime.cmd("create", "--bundle", str(bundle), "bench-state"))
-        versions = subprocess.run([runproc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-        runc_version = (subprocess.run([runc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-                        if runc else "runc not installed")
-        print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cpus, "
-              f"kernel {platform.release()}, Debian {Path('/etc/debian_version').read_text().strip()}")
-        print(f"# {versions}; {runc_version}; median of {RUNS} runs, alternating")
-        header = f"{'measurement':<34}{'runproc ms':>12}" + (f"{'runc ms':>10}{'ratio':>8}" if runc else "")
-        print(header)
-        for label, action in (
-            ("--version", Runtime.version),
-            ("state (created container)", Runtime.state),
-            ("create+start+wait+delete /bin/true", Runtime.cycle),
-        ):
-            results = measure(runtimes, action)
-            line = f"{label:<34}{results[0]:>12.1f}"
-            if runc:
-                line += f"{results[1]:>10.1f}{results[0] / results[1]:>7.1f}x"
-            print(line, flush=True)
-        for runtime in runtimes:
-            quiet(runtime.cmd("delete", "--force", "bench-state"))
+        try:
+            run_benchmarks(runproc, runc, runtimes, bundle)
+        finally:
+            for runtime in runtimes:
+                subprocess.run(runtime.cmd("delete", "--force", "bench-state"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     return 0
+
+
+def run_benchmarks(runproc: str, runc: str | None, runtimes: list[Runtime], bundle: Path) -> None:
+    for runtime in runtimes:
+        quiet(runtime.cmd("create", "--bundle", str(bundle), "bench-state"))
+    versions = subprocess.run([runproc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    runc_version = (subprocess.run([runc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+                    if runc else "runc not installed")
+    print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cpus, "
+          f"kernel {platform.release()}, Debian {Path('/etc/debian_version').read_text().strip()}")
+    print(f"# {versions}; {runc_version}; median of {RUNS} runs, alternating")
+    header = f"{'measurement':<34}{'runproc ms':>12}" + (f"{'runc ms':>10}{'ratio':>8}" if runc else "")
+    print(header)
+    for label, action in (
+        ("--version", Runtime.version),
+        ("state (created container)", Runtime.state),
+        ("create+start+wait+delete /bin/true", Runtime.cycle),
+    ):
+        results = measure(runtimes, action)
+        line = f"{label:<34}{results[0]:>12.1f}"
+        if runc:
+            line += f"{results[1]:>10.1f}{results[0] / results[1]:>7.1f}x"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

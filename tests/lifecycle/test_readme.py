@@ -16,11 +16,12 @@ def try_out_script() -> str:
     return section.split("```sh\n", 1)[1].split("```", 1)[0]
 
 
-def run_script(script: str, user: int | None, checkout: Path) -> subprocess.CompletedProcess[str]:
+def run_script(script: str, user: int | None, checkout: Path, tmpdir: Path) -> subprocess.CompletedProcess[str]:
     argv = ["bash", "-euxc", script]
     if user is not None:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/"}
+    # TMPDIR: the try-out's `mktemp -d` lands in the test's own directory.
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/", "TMPDIR": str(tmpdir)}
     return subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -46,7 +47,7 @@ def test_try_out_as_written(user: int | None, runproc_bin: Path, example_rootfs:
         subprocess.run(["chmod", "-R", "a+rX", str(checkout)], check=True)
     script = try_out_script()
     assert "./runproc create --pid-file $RUNPROC_STATE_DIR/pid demo $(pwd)/examples/echo" in script
-    result = run_script(script, user, checkout)
+    result = run_script(script, user, checkout, world_tmp)
     assert result.returncode == 0, result.stderr
     # create, then start's output, then run's: the echo program ran twice.
     assert result.stdout.count("hello from runproc\n") == 2, result.stdout
