@@ -264,7 +264,6 @@ def main(argv: list[str]) -> int:
         if log_format not in ("text", "json"):
             raise RunprocError(f"invalid log format {log_format!r}: want text or json")
         log.format = str(log_format)
-        log.debug = bool(parsed.globals.get("debug"))
         if parsed.command == "version":
             sys.stdout.write(version_text())
             return 0

@@ -8,11 +8,11 @@ import select
 import time
 
 from runproc.errors import RunprocError
-from runproc.fsutil import write_atomic
+from runproc.fsutil import os_error_text, write_atomic
 from runproc.kernel import (
+    container_processes,
     process_alive,
     process_start_time,
-    session_members,
     signal_all,
     signal_process,
     wait_until_gone,
@@ -43,13 +43,15 @@ def check_pid_file(pid_file: str | bool | None) -> str | None:
     path = os.path.abspath(pid_file)
     if not os.path.isdir(os.path.dirname(path)):
         raise RunprocError(f"pid file {path}: directory {os.path.dirname(path)} does not exist")
+    if os.path.isdir(path):
+        raise RunprocError(f"pid file {path} is a directory")
     return path
 
 
 def parse_preserve_fds(raw: str | bool | None) -> int:
     if raw is None or raw is False:
         return 0
-    if not isinstance(raw, str) or not raw.isdigit():
+    if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit()):
         raise RunprocError(f"--preserve-fds must be a non-negative integer, got {raw!r}")
     return int(raw)
 
@@ -79,74 +81,111 @@ def create_container(
 ) -> ContainerRecord:
     """Fork the init, wait until it is ready and blocked before exec, record it.
 
-    On any failure nothing is left: no directory, no process, no pid file.
+    On any failure nothing is left: no directory, no process, no pid file. The
+    init goes on only once create has recorded it (its go-ahead pipe): if create
+    dies half-way, even by SIGKILL, the init exits instead of waiting forever.
     """
     if plan.terminal:
         raise RunprocError("process.terminal is true, but terminals are not supported yet")
     lock = store.reserve(container_id)
-    pid = 0
-    try:
-        with lock:
-            pid = _fork_init(plan, lock, preserve_fds)
+    with lock:  # cleaning up under the lock: no other create can take the id meanwhile
+        init = None
+        try:
+            init = InitProcess(plan, lock, preserve_fds)
+            init.wait_ready()
             record = ContainerRecord(container_id, lock.directory)
-            record.pid = pid
-            record.start_time = process_start_time(pid)
+            record.pid = init.pid
+            record.start_time = process_start_time(init.pid)
             record.bundle = plan.bundle
             record.rootfs = plan.rootfs
             record.created = rfc3339_nano(time.time_ns())
             record.annotations = plan.annotations
             store.save(record)
             if pid_file:
-                # Bare digits, no newline: containerd parses the whole file as one integer.
-                write_atomic(pid_file, str(pid).encode(), 0o666)  # less the umask, as runc
+                _write_pid_file(pid_file, init.pid)
+            init.go_ahead()
             return record
-    except BaseException:
-        if pid:
-            signal_process(pid, 9)
-            _reap(pid)
-        remove_directory(lock.directory)
-        raise
+        except BaseException:
+            if init is not None:
+                init.abort()
+            remove_directory(lock.directory)
+            raise
 
 
-def _fork_init(plan: ContainerPlan, lock: LockedContainer, preserve_fds: int) -> int:
-    """Start the init and wait for its report; return its pid once it is ready."""
-    # Keep our own fds above any the caller asked to pass through (--preserve-fds).
-    low = 3 + preserve_fds
-    read_end, write_end = os.pipe()
-    # A fresh open of the directory, not a dup of the locked fd: a dup would share
-    # the flock, and the waiting init would hold the container locked.
-    plain_dir_fd = os.open(lock.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    report_r = fcntl.fcntl(read_end, fcntl.F_DUPFD_CLOEXEC, low)
-    report_w = fcntl.fcntl(write_end, fcntl.F_DUPFD_CLOEXEC, low)
-    dir_fd = fcntl.fcntl(plain_dir_fd, fcntl.F_DUPFD_CLOEXEC, low)
-    for fd in (read_end, write_end, plain_dir_fd):
-        os.close(fd)
-    from runproc import init  # imported before fork: the child must not need to load it
-
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(report_r)
-            os.close(lock.fd)
-            init.container_init(plan, dir_fd, report_w, preserve_fds)
-        finally:
-            os._exit(1)
-    os.close(report_w)
-    os.close(dir_fd)
-    report = b""
+def _write_pid_file(path: str, pid: int) -> None:
     try:
+        # Bare digits, no newline: containerd parses the whole file as one integer.
+        write_atomic(path, str(pid).encode(), 0o666)  # less the umask, as runc
+    except OSError as err:
+        raise RunprocError(f"cannot write pid file {path}: {os_error_text(err)}") from None
+
+
+class InitProcess:
+    """The forked container init, seen from create: its pid and the two pipes to it."""
+
+    def __init__(self, plan: ContainerPlan, lock: LockedContainer, preserve_fds: int) -> None:
+        # Keep our own fds above any the caller asked to pass through (--preserve-fds).
+        low = 3 + preserve_fds
+        # A fresh open of the directory, not a dup of the locked fd: a dup would share
+        # the flock, and the waiting init would hold the container locked.
+        fresh_dir_fd = os.open(lock.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fds = [fresh_dir_fd, *os.pipe(), *os.pipe()]
+        try:
+            dir_fd, report_r, report_w, go_r, go_w = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low) for fd in fds)
+        except OSError as err:
+            raise RunprocError(f"--preserve-fds {preserve_fds}: {os_error_text(err)}") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        from runproc import init  # imported before fork: the child must not need to load it
+
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                os.close(report_r)
+                os.close(go_w)
+                os.close(lock.fd)
+                init.container_init(plan, dir_fd, report_w, go_r, preserve_fds)
+            finally:
+                os._exit(1)
+        for fd in (dir_fd, report_w, go_r):
+            os.close(fd)
+        self.report_r: int | None = report_r
+        self.go_w: int | None = go_w
+
+    def wait_ready(self) -> None:
+        """Wait for the init's report: ready, or why it cannot start."""
+        assert self.report_r is not None
+        report = b""
         while report != b"\0":
-            chunk = os.read(report_r, 4096)
+            chunk = os.read(self.report_r, 4096)
             if not chunk:
                 break
             report += chunk
-    finally:
-        os.close(report_r)
-    if report != b"\0":
-        _reap(pid)
-        message = report.decode(errors="replace") or "the container init exited before it was ready"
-        raise RunprocError(f"unable to start container process: {message}")
-    return pid
+        os.close(self.report_r)
+        self.report_r = None
+        if report != b"\0":
+            message = report.decode(errors="replace") or "the container init exited before it was ready"
+            raise RunprocError(f"unable to start container process: {message}")
+
+    def go_ahead(self) -> None:
+        """Tell the init it is recorded: it may now wait for start."""
+        assert self.go_w is not None
+        try:
+            os.write(self.go_w, b"\1")
+        except BrokenPipeError:
+            raise RunprocError("unable to start container process: the container init exited") from None
+        finally:
+            os.close(self.go_w)
+            self.go_w = None
+
+    def abort(self) -> None:
+        """Kill the init and collect it (it is our child until create exits)."""
+        signal_process(self.pid, 9)
+        _reap(self.pid)
+        for fd in (self.report_r, self.go_w):
+            if fd is not None:
+                os.close(fd)
 
 
 def _reap(pid: int) -> None:
@@ -192,7 +231,7 @@ def kill_container(record: ContainerRecord, sig: int, all_processes: bool) -> No
     runc's does: containerd sends it after an init without its own pid namespace exits.
     """
     if all_processes:
-        if record.status() != "stopped" or session_members(record.pid, record.start_time):
+        if record.status() != "stopped" or container_processes(record.pid, record.start_time):
             signal_all(record.pid, record.start_time, sig)
         return
     if record.status() == "stopped" or not signal_process(record.pid, sig):

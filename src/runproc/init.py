@@ -49,9 +49,8 @@ def _check_executable(path: str, name: str) -> None:
         info = os.stat(path)
     except OSError as err:
         raise InitError(f'exec: "{name}": stat {path}: {os_error_text(err)}') from None
-    if stat.S_ISDIR(info.st_mode):
-        raise InitError(f'exec: "{name}": is a directory')
-    if not info.st_mode & 0o111:
+    # Go's LookPath (runc 1.1): a directory, or a file without an x bit, is "permission denied".
+    if stat.S_ISDIR(info.st_mode) or not info.st_mode & 0o111:
         raise InitError(f'exec: "{name}": permission denied')
 
 
@@ -111,19 +110,32 @@ def _prepare(plan: ContainerPlan, euid: int) -> tuple[str, Callable[[], None] | 
 
 
 def home_directory(uid: int, passwd: str = "/etc/passwd") -> str:
-    """The home of `uid` in a passwd file (read directly: NSS modules are not there in a chroot)."""
+    """The home of `uid` in a passwd file (read directly: NSS modules are not there in a chroot).
+
+    Only a regular file is read, and only its first MiB: the rootfs is not ours
+    to trust (a fifo there would block create forever).
+    """
     try:
-        with open(passwd, encoding="utf-8", errors="replace") as stream:
-            for line in stream:
-                fields = line.rstrip("\n").split(":")
-                if len(fields) >= 6 and fields[2] == str(uid) and fields[5]:
-                    return fields[5]
+        fd = os.open(passwd, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError:
-        pass
+        return "/"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "/"
+        content = os.read(fd, 1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return "/"
+    finally:
+        os.close(fd)
+    for line in content.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[2] == str(uid) and fields[5]:
+            return fields[5]
     return "/"
 
 
-def container_init(plan: ContainerPlan, state_dir_fd: int, report_fd: int, preserve_fds: int) -> NoReturn:
+def container_init(plan: ContainerPlan, state_dir_fd: int, report_fd: int, go_fd: int,
+                   preserve_fds: int) -> NoReturn:
     """Run in the forked child; never returns."""
     euid = os.geteuid()
     try:
@@ -140,6 +152,10 @@ def container_init(plan: ContainerPlan, state_dir_fd: int, report_fd: int, prese
         _report_and_exit(report_fd, f"{type(err).__name__}: {err}")
     os.write(report_fd, b"\0")
     os.close(report_fd)
+    # create records us, then says go; if it dies first, we end too (no orphan waiting forever).
+    if os.read(go_fd, 1) != b"\1":
+        os._exit(1)
+    os.close(go_fd)
 
     # Blocks until `start` opens the fifo for reading (openat: the fifo is outside our new root).
     fifo = os.open(EXEC_FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_dir_fd)
@@ -153,9 +169,9 @@ def container_init(plan: ContainerPlan, state_dir_fd: int, report_fd: int, prese
             no_new_privs()
         os.write(fifo, b"0")  # tells start that the program is about to run
         os.execve(executable, plan.args, _env_dict(plan.env))
-    except OSError as err:
-        # Past start there is no one to report to but the container's own stderr.
-        os.write(2, f"runproc init: exec {plan.args[0]}: {os_error_text(err)}\n".encode())
+    except Exception as err:  # noqa: BLE001 - past start, the container's stderr is all we have
+        text = os_error_text(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
+        os.write(2, f"runproc init: exec {plan.args[0]}: {text}\n".encode(errors="replace"))
     os._exit(127)
 
 

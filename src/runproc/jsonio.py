@@ -21,7 +21,6 @@ class _DecoderContext:
     object_pairs_hook = None
     parse_float = float
     parse_int = int
-    memo: dict = {}
 
     @staticmethod
     def parse_constant(name: str) -> float:
@@ -29,6 +28,7 @@ class _DecoderContext:
 
 
 _scan = _json.make_scanner(_DecoderContext())
+_INF = float("inf")
 _encode_string = _json.encode_basestring_ascii
 
 
@@ -80,8 +80,16 @@ def _write(value: object, out: list[str], indent: int | None, level: int) -> Non
         out.append("false")
     elif value is None:
         out.append("null")
-    elif isinstance(value, (int, float)):
-        out.append(repr(value) if isinstance(value, float) else str(value))
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, float):
+        # As json.dumps: NaN and the infinities as JavaScript spells them.
+        if value != value:
+            out.append("NaN")
+        elif value in (_INF, -_INF):
+            out.append("Infinity" if value > 0 else "-Infinity")
+        else:
+            out.append(repr(value))
     elif isinstance(value, dict):
         _write_container([(_encode_string(str(k)) + ": ", v) for k, v in value.items()], "{", "}", out, indent, level)
     elif isinstance(value, (list, tuple)):

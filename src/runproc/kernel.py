@@ -66,11 +66,23 @@ def signal_process(pid: int, sig: int) -> bool:
         return False
 
 
+def container_processes(pid: int, start_time: int) -> list[int]:
+    """The container's live processes: its init's session, unless that session id is no longer ours.
+
+    Once the init is gone its pid may be reused; if a new session leader has it,
+    the session with that id belongs to someone else and holds none of ours.
+    """
+    stat = proc_stat(pid)
+    if stat is not None and stat[2] != start_time and stat[1] == pid:
+        return []
+    return session_members(pid, start_time)
+
+
 def signal_all(pid: int, start_time: int, sig: int) -> None:
     """Signal the init (if it is still ours) and every other process of its session."""
     if process_alive(pid, start_time):
         signal_process(pid, sig)
-    for member in session_members(pid, start_time):
+    for member in container_processes(pid, start_time):
         if member != pid:
             signal_process(member, sig)
 

@@ -14,12 +14,11 @@ import sys
 class LogSettings:
     """Where records go: the `--log` file (or None) and its format."""
 
-    __slots__ = ("path", "format", "debug")
+    __slots__ = ("path", "format")
 
-    def __init__(self, path: str | None = None, format: str = "text", debug: bool = False) -> None:
+    def __init__(self, path: str | None = None, format: str = "text") -> None:
         self.path = path
         self.format = format
-        self.debug = debug
 
 
 def write_record(settings: LogSettings, level: str, msg: str) -> None:
@@ -40,7 +39,7 @@ def write_record(settings: LogSettings, level: str, msg: str) -> None:
             processors.append(structlog.processors.JSONRenderer())
         else:
             processors.append(structlog.processors.LogfmtRenderer(key_order=["time", "level", "msg"]))
-        with open(settings.path, "a", encoding="utf-8") as stream:
+        with open(settings.path, "a", encoding="utf-8", errors="backslashreplace") as stream:
             logger = structlog.wrap_logger(
                 structlog.PrintLogger(stream), processors=processors, cache_logger_on_first_use=False
             )
@@ -50,10 +49,10 @@ def write_record(settings: LogSettings, level: str, msg: str) -> None:
 
 
 def report_error(settings: LogSettings, msg: str) -> None:
-    """The one error line: to stderr always, and to the log file when there is one."""
+    """The one error line: to stderr always (the message as it is, as runc prints it), and to the log."""
     try:
-        sys.stderr.write(f"runproc: {msg}\n")
+        sys.stderr.write(f"{msg}\n")
         sys.stderr.flush()
-    except OSError:
+    except (OSError, UnicodeError):
         pass
     write_record(settings, "error", msg)

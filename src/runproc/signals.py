@@ -26,7 +26,7 @@ def parse_signal(raw: str) -> int:
     RTMIN+N and RTMAX-N are accepted too.
     """
     text = raw.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         number = int(text)
         if 0 <= number <= _signal.SIGRTMAX:
             return number
@@ -38,7 +38,7 @@ def parse_signal(raw: str) -> int:
     if name in table:
         return table[name]
     for base, sign in (("RTMIN+", 1), ("RTMAX-", -1)):
-        if name.startswith(base) and name[len(base):].isdigit():
+        if name.startswith(base) and name[len(base):].isascii() and name[len(base):].isdigit():
             number = table[base[:-1]] + sign * int(name[len(base):])
             if _signal.SIGRTMIN <= number <= _signal.SIGRTMAX:
                 return number

@@ -47,7 +47,6 @@ class ContainerPlan:
 
     __slots__ = (
         "bundle",
-        "oci_version",
         "args",
         "env",
         "cwd",
@@ -59,14 +58,12 @@ class ContainerPlan:
         "no_new_privileges",
         "terminal",
         "rootfs",
-        "readonly_root",
         "host_mode",
         "annotations",
     )
 
     def __init__(self) -> None:
         self.bundle = ""
-        self.oci_version = ""
         self.args: list[str] = []
         self.env: list[str] = []
         self.cwd = "/"
@@ -78,7 +75,6 @@ class ContainerPlan:
         self.no_new_privileges = False
         self.terminal = False
         self.rootfs = ""  # absolute path, "" when the spec names none
-        self.readonly_root = False
         self.host_mode = False
         self.annotations: dict[str, str] = {}
 
@@ -116,6 +112,8 @@ def read_config(bundle: str) -> dict:
         config = jsonio.loads(raw)
     except ValueError as err:
         raise RunprocError(f"{path}: invalid JSON: {err}") from None
+    except RecursionError:
+        raise RunprocError(f"{path}: invalid JSON: nested too deeply") from None
     if not isinstance(config, dict):
         raise RunprocError(f"{path}: the spec must be a JSON object")
     return config
@@ -127,9 +125,53 @@ def _want(value: object, kind: type, where: str, what: str) -> None:
         raise RunprocError(f"config.json: {where} must be {what}")
 
 
+def _optional(container: dict, key: str, kind: type, where: str, what: str, default: object) -> object:
+    """container[key] if present and not null (checked against `kind`), else `default`."""
+    value = container.get(key)
+    if value is None:
+        return default
+    _want(value, kind, where, what)
+    return value
+
+
+def _os_string(value: str, where: str) -> str:
+    """A string the kernel can take: no NUL byte, encodable (JSON may carry lone surrogates)."""
+    if "\0" in value:
+        raise RunprocError(f"config.json: {where} contains a NUL byte")
+    try:
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise RunprocError(f"config.json: {where} is not valid text: {value!r}") from None
+    return value
+
+
 def _string_list(value: object, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise RunprocError(f"config.json: {where} must be a list of strings")
+    return [_os_string(item, f"{where}[{n}]") for n, item in enumerate(value)]
+
+
+def _environment(value: object) -> list[str]:
+    """process.env, checked as runc checks it: NAME=value with a non-empty NAME."""
+    env = _string_list(value, "process.env")
+    for entry in env:
+        name, equals, _ = entry.partition("=")
+        if not equals:
+            raise RunprocError(f"config.json: invalid environment variable {entry!r}: missing '='")
+        if not name:
+            raise RunprocError(f"config.json: invalid environment variable {entry!r}: name cannot be empty")
+    return env
+
+
+# uid_t and gid_t are 32-bit; (uid_t)-1 means "unchanged" to the kernel.
+MAX_ID = 2**32 - 2
+
+
+def _id(value: object, where: str) -> int:
+    _want(value, int, where, f"an integer from 0 to {MAX_ID}")
+    assert isinstance(value, int)
+    if not 0 <= value <= MAX_ID:
+        raise RunprocError(f"config.json: {where} must be an integer from 0 to {MAX_ID}")
     return value
 
 
@@ -137,14 +179,11 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
     """Check the spec and derive the plan. `host_env` is RUNPROC_HOST=1 from the caller's environment."""
     plan = ContainerPlan()
     plan.bundle = bundle
-    version = config.get("ociVersion", "")
-    _want(version, str, "ociVersion", "a string")
-    plan.oci_version = version
+    _optional(config, "ociVersion", str, "ociVersion", "a string", "")
 
-    annotations = config.get("annotations") or {}
-    if not isinstance(annotations, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
-    ):
+    annotations = _optional(config, "annotations", dict, "annotations", "an object", {})
+    assert isinstance(annotations, dict)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
         raise RunprocError("config.json: annotations must map strings to strings")
     plan.annotations = annotations
     plan.host_mode = host_env or (
@@ -155,46 +194,43 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
     if not process:
         raise RunprocError("process property must not be empty")
     _want(process, dict, "process", "an object")
-    plan.args = _string_list(process.get("args"), "process.args") if "args" in process else []
+    plan.args = _string_list(process["args"], "process.args") if process.get("args") is not None else []
     if not plan.args or not plan.args[0]:
         raise RunprocError("args must not be empty")
-    plan.env = _string_list(process.get("env") or [], "process.env")
-    cwd = process.get("cwd", "")
-    _want(cwd, str, "process.cwd", "a string")
+    plan.env = _environment(_optional(process, "env", list, "process.env", "a list of strings", []))
+    cwd = _optional(process, "cwd", str, "process.cwd", "a string", "")
+    assert isinstance(cwd, str)
     if not cwd.startswith("/"):
         raise RunprocError(f"Cwd must be an absolute path (process.cwd is {cwd!r})")
-    plan.cwd = cwd
-    plan.terminal = process.get("terminal") is True
-    plan.no_new_privileges = process.get("noNewPrivileges") is True
+    plan.cwd = _os_string(cwd, "process.cwd")
+    plan.terminal = _optional(process, "terminal", bool, "process.terminal", "a boolean", False) is True
+    plan.no_new_privileges = (
+        _optional(process, "noNewPrivileges", bool, "process.noNewPrivileges", "a boolean", False) is True
+    )
 
-    user = process.get("user") or {}
-    _want(user, dict, "process.user", "an object")
-    for key in ("uid", "gid"):
-        if key in user:
-            _want(user[key], int, f"process.user.{key}", "a non-negative integer")
-            if user[key] < 0:
-                raise RunprocError(f"config.json: process.user.{key} must be a non-negative integer")
-            setattr(plan, key, user[key])
-    gids = user.get("additionalGids") or []
-    if not isinstance(gids, list) or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gids):
-        raise RunprocError("config.json: process.user.additionalGids must be a list of non-negative integers")
-    plan.additional_gids = gids
+    user = _optional(process, "user", dict, "process.user", "an object", {})
+    assert isinstance(user, dict)
+    if user.get("uid") is not None:
+        plan.uid = _id(user["uid"], "process.user.uid")
+    if user.get("gid") is not None:
+        plan.gid = _id(user["gid"], "process.user.gid")
+    gids = _optional(user, "additionalGids", list, "process.user.additionalGids", "a list of integers", [])
+    assert isinstance(gids, list)
+    plan.additional_gids = [_id(gid, "process.user.additionalGids[]") for gid in gids]
     if user.get("umask") is not None:
         _want(user["umask"], int, "process.user.umask", "an integer from 0 to 0777")
         if not 0 <= user["umask"] <= 0o777:
             raise RunprocError("config.json: process.user.umask must be an integer from 0 to 0777")
         plan.umask = user["umask"]
 
-    plan.rlimits = _rlimits(process.get("rlimits") or [])
+    plan.rlimits = _rlimits(_optional(process, "rlimits", list, "process.rlimits", "a list", []))
 
-    root = config.get("root")
-    if root is not None:
-        _want(root, dict, "root", "an object")
-        root_path = root.get("path", "")
-        _want(root_path, str, "root.path", "a string")
+    root = _optional(config, "root", dict, "root", "an object", None)
+    if isinstance(root, dict):
+        root_path = _optional(root, "path", str, "root.path", "a string", "")
+        assert isinstance(root_path, str)
         if root_path:
-            plan.rootfs = os.path.normpath(os.path.join(bundle, root_path))
-        plan.readonly_root = root.get("readonly") is True
+            plan.rootfs = os.path.normpath(os.path.join(bundle, _os_string(root_path, "root.path")))
     if plan.chroots(euid):
         if not plan.rootfs:
             raise RunprocError("config.json: root.path must be set (or use host mode)")
@@ -204,8 +240,7 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
 
 
 def _rlimits(raw: object) -> list[tuple[int, int, int]]:
-    if not isinstance(raw, list):
-        raise RunprocError("config.json: process.rlimits must be a list")
+    assert isinstance(raw, list)
     limits = []
     seen = set()
     for entry in raw:
@@ -220,7 +255,8 @@ def _rlimits(raw: object) -> list[tuple[int, int, int]]:
         for key in ("soft", "hard"):
             value = entry.get(key)
             _want(value, int, f"{kind}.{key}", "a non-negative integer")
-            if value < 0 or value > RLIM_INFINITY_SPEC:
+            # setrlimit takes up to 2**63-1, or 2**64-1 for "unlimited".
+            if value < 0 or (value >= 2**63 and value != RLIM_INFINITY_SPEC):
                 raise RunprocError(f"config.json: {kind}.{key} is out of range")
             values.append(-1 if value == RLIM_INFINITY_SPEC else value)
         soft, hard = values

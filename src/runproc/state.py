@@ -148,7 +148,8 @@ class StateStore:
         """
         directory = self.directory(container_id)
         self._ensure_root()
-        staging = os.path.join(self.root, f".new-{container_id}-{os.getpid()}")
+        # "@" is not allowed in ids, so no container's directory can have this name.
+        staging = os.path.join(self.root, f"@new-{os.getpid()}")
         remove_directory(staging)  # only a dead process of our pid could have left it
         try:
             os.mkdir(staging, 0o700)
@@ -208,10 +209,12 @@ class StateStore:
         try:
             with open(os.path.join(directory, STATE_FILE), "rb") as stream:
                 data = jsonio.loads(stream.read())
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
             return ContainerRecord.from_json(data, directory)
         except FileNotFoundError:
             raise ContainerNotFound() from None
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
             raise RunprocError(f"corrupt state record {directory}/{STATE_FILE}: {err}") from None
 
     def save(self, record: ContainerRecord) -> None:

@@ -87,6 +87,12 @@ def pid_file_in_missing_dir(make_bundle: MakeBundle, tmp_path: Path) -> tuple[li
             f"pid file {tmp_path}/no/pid: directory {tmp_path}/no does not exist")
 
 
+def nested_config(make_bundle: MakeBundle, tmp_path: Path) -> tuple[list[str], str]:
+    bundle = make_bundle(["/bin/true"])
+    (bundle / "config.json").write_text("[" * 100000)
+    return ["create", "-b", str(bundle), "bad"], f"{bundle}/config.json: invalid JSON: nested too deeply"
+
+
 def set_process(key: str, value: object) -> Callable[[dict], None]:
     def mutate(config: dict) -> None:
         config["process"][key] = value
@@ -113,12 +119,19 @@ CREATE_CASES: dict[str, Setup] = {
     "nonexistent bare executable": with_args(
         ["no-such-cmd"], 'unable to start container process: exec: "no-such-cmd": executable file not found in $PATH'),
     "bare executable without PATH": with_args(["echo"], 'exec: "echo": executable file not found in $PATH', env=[]),
-    "executable is a directory": with_args(["/bin"], 'exec: "/bin": is a directory'),
+    "executable is a directory": with_args(["/bin"], 'exec: "/bin": permission denied'),
     "executable not executable": with_args(["/etc/passwd"], 'exec: "/etc/passwd": permission denied'),
     "cwd is a file": with_args(["/bin/true"], "chdir to cwd ('/etc/passwd') set in config.json failed: "
                                              "not a directory", cwd="/etc/passwd"),
     "terminal": with_args(["/bin/true"], "terminals are not supported yet", terminal=True),
     "pid file in missing directory": pid_file_in_missing_dir,
+    "pid file is a directory": lambda mb, tp: (["create", "--pid-file", str(tp), "-b", str(mb(["/bin/true"])), "bad"],
+                                               f"pid file {tp} is a directory"),
+    "NUL in env": with_args(["/bin/true"], "process.env[1] contains a NUL byte", env=["PATH=/bin", "A=\0"]),
+    "env without =": with_args(["/bin/true"], "invalid environment variable 'A': missing '='", env=["A"]),
+    "huge --preserve-fds": lambda mb, tp: (["create", "--preserve-fds", "100000000", "-b", str(mb(["/bin/true"])),
+                                            "bad"], "--preserve-fds 100000000: invalid argument"),
+    "deeply nested config": nested_config,
 }
 
 
@@ -131,7 +144,7 @@ def test_bad_create(case: str, command: str, runproc: Runproc, make_bundle: Make
     tag = uuid.uuid4().hex
     result = runproc(*argv, env={**os.environ, "RUNPROC_TEST_TAG": tag})
     assert_clean_failure(result, message)
-    assert result.stderr.startswith(f"runproc: runproc {command} failed: ")
+    assert result.stderr.startswith(f"runproc {command} failed: ")
     assert_nothing_left(state_root, tmp_path)
     # The release binary's launcher removes its unpacked files in a detached
     # process that lives a few ms past exit; a leaked init would wait forever.

@@ -27,7 +27,7 @@ def test_json_error_record_is_what_containerd_parses(runproc: Runproc, make_bund
                              'exec: "e2e-no-such-cmd": executable file not found in $PATH')
     assert RFC3339.match(record["time"]), record["time"]
     # The same text on stderr, once.
-    assert result.stderr == f"runproc: {record['msg']}\n"
+    assert result.stderr == f"{record['msg']}\n"
 
 
 def test_log_appends_across_calls(runproc: Runproc, tmp_path: Path) -> None:
@@ -59,5 +59,5 @@ def test_success_writes_nothing(runproc: Runproc, make_bundle: MakeBundle, tmp_p
 def test_unwritable_log_still_reports_on_stderr(runproc: Runproc, tmp_path: Path) -> None:
     result = runproc("state", "ghost", global_args=("--log", str(tmp_path / "no" / "log.json")))
     assert result.returncode == 1
-    assert "runproc: container does not exist" in result.stderr
+    assert "container does not exist" in result.stderr
     assert "Traceback" not in result.stderr

@@ -103,4 +103,4 @@ def test_python_dash_m_runs_the_same_cli() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("runproc version ")
     bad = subprocess.run([sys.executable, "-m", "runproc", "state"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1 and bad.stderr == "runproc: 'state' takes arguments ID, got 0\n"
+    assert bad.returncode == 1 and bad.stderr == "'state' takes arguments ID, got 0\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,22 @@ def test_plan_fields() -> None:
     assert result.rootfs == "/b/rootfs"
     assert result.annotations == {"a": "b"}
     assert result.host_mode is False
+
+
+def test_surrogate_escaped_bytes_are_fine() -> None:
+    """Non-UTF-8 bytes in a path arrive as surrogate escapes and must pass through."""
+    assert plan(config(args=["/bin/echo", "\udcff"])).args[1] == "\udcff"
+
+
+def test_nulls_mean_absent() -> None:
+    result = plan(config(env=None, user=None, rlimits=None, terminal=None))
+    assert (result.env, result.uid, result.rlimits, result.terminal) == ([], 0, [], False)
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("[" * 100000)
+    with pytest.raises(RunprocError, match="invalid JSON: nested too deeply"):
+        load_plan(str(tmp_path), False, 1000)
 
 
 def test_unlimited_rlimit_maps_to_minus_one() -> None:
@@ -85,13 +102,27 @@ def test_path_env_last_wins() -> None:
         (config(rlimits=[{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]), "unknown rlimit type 'RLIMIT_BOGUS'"),
         (config(rlimits=[{"type": "RLIMIT_NOFILE", "soft": 2, "hard": 1}]), "soft limit is above its hard limit"),
         (config(rlimits=[{"type": "RLIMIT_NOFILE", "soft": -1, "hard": 1}]), "out of range"),
-        (config(user={"uid": -1}), "process.user.uid must be a non-negative integer"),
-        (config(user={"uid": True}), "process.user.uid must be a non-negative integer"),
+        (config(user={"uid": -1}), "process.user.uid must be an integer from 0 to 4294967294"),
+        (config(user={"uid": True}), "process.user.uid must be an integer from 0 to 4294967294"),
+        (config(user={"gid": 2**32}), "process.user.gid must be an integer from 0 to 4294967294"),
         (config(user={"additionalGids": ["x"]}), "additionalGids"),
+        (config(user={"additionalGids": [2**40]}), "additionalGids"),
+        (config(user=[]), "process.user must be an object"),
+        (config(env=["A=1", "B"]), "invalid environment variable 'B': missing '='"),
+        (config(env=["=x"]), "invalid environment variable '=x': name cannot be empty"),
+        (config(env=["A=\0"]), "process.env[0] contains a NUL byte"),
+        (config(args=["/bin/echo", "a\0b"]), "process.args[1] contains a NUL byte"),
+        (config(args=["/bin/echo", "\ud800"]), "process.args[1] is not valid text"),
+        (config(terminal="yes"), "process.terminal must be a boolean"),
+        (config(noNewPrivileges=1), "process.noNewPrivileges must be a boolean"),
+        (config(rlimits=[{"type": "RLIMIT_NOFILE", "soft": 2**63, "hard": 2**63}]), "out of range"),
+        (config(rlimits={}), "process.rlimits must be a list"),
+        ({**config(), "annotations": []}, "annotations must be an object"),
+        ({**config(), "root": "rootfs"}, "root must be an object"),
     ],
 )
 def test_invalid_specs(cfg: dict, message: str) -> None:
-    with pytest.raises(RunprocError, match=message.replace("(", r"\(").replace("$", r"\$")):
+    with pytest.raises(RunprocError, match=re.escape(message)):
         plan(cfg)
 
 

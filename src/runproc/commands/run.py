@@ -7,7 +7,7 @@ import os
 
 from runproc.cli import Context
 from runproc.container import create_from_values, destroy_container, start_container
-from runproc.errors import RunprocError
+from runproc.errors import ContainerNotFound, RunprocError
 from runproc.state import StateStore
 
 # Signals a foreground `run` passes on to the container, as runc does.
@@ -33,8 +33,14 @@ def run(context: Context) -> int:
         return 0
     status = _wait_forwarding_signals(record.pid)
     if not values.get("keep"):
-        with store.lock(container_id):
-            destroy_container(record, force=True)
+        try:
+            with store.lock(container_id):
+                current = store.load(container_id)
+                # Only ours: meanwhile someone may have deleted it and made another.
+                if (current.pid, current.start_time) == (record.pid, record.start_time):
+                    destroy_container(current, force=True)
+        except ContainerNotFound:
+            pass
     return status
 
 
