@@ -245,3 +245,41 @@ def test_runtime_root_has_no_leftovers(ctr: Ctr, new_id: NewId) -> None:
     assert ctr.tasks() == {}, f"tasks left in the namespace: {ctr.tasks()}"
     leftovers = sorted(os.listdir(ctr.runtime_root)) if ctr.runtime_root.exists() else []
     assert leftovers == [], f"leftover state under {ctr.runtime_root}: {leftovers}"
+
+
+def test_task_start_detached_on_an_existing_container(ctr: Ctr, new_id: NewId) -> None:
+    """`ctr task start -d`: a new task of a container whose first task ended.
+
+    `ctr container create` has no --runc-binary, so the container comes from
+    `ctr run -d`, which stores the runtime options (binary, root) with it; the
+    second task is then created and started by `ctr task start -d` alone.
+    """
+    cid = new_id("tstart")
+    ready = ctr.rootfs / "tmp" / f"{cid}.ready"  # the rootfs is a host dir: visible from here
+    script = f'trap "exit 7" TERM; touch /tmp/{cid}.ready; while true; do /bin/sleep 0.1; done'
+    proc = ctr.run_detached(cid, "/bin/sh", "-c", script)
+    assert proc.returncode == 0, ctr.describe(proc)
+    kill = ctr("task", "kill", "--signal", "KILL", cid)
+    assert kill.returncode == 0, ctr.describe(kill)
+    ctr.wait_status(cid, "STOPPED")
+    assert ctr("task", "delete", cid).returncode == 0
+    ready.unlink(missing_ok=True)
+
+    start = ctr("task", "start", "-d", cid)
+    assert start.returncode == 0, ctr.describe(start)
+    pid, status = ctr.tasks()[cid]
+    assert status == "RUNNING" and _start_time(pid) is not None
+    deadline = time.monotonic() + ctr.timeout
+    while not ready.exists():  # the trap is installed before the marker is written
+        assert time.monotonic() < deadline, f"{cid}: container never wrote {ready}"
+        time.sleep(0.05)
+    ready.unlink()
+    kill = ctr("task", "kill", cid)  # SIGTERM
+    assert kill.returncode == 0, ctr.describe(kill)
+    ctr.wait_status(cid, "STOPPED")
+    delete = ctr("task", "delete", cid)
+    assert delete.returncode == 0, ctr.describe(delete)
+    assert exit_code_from_delete(delete) == 7, ctr.describe(delete)
+    rm = ctr("container", "delete", cid)
+    assert rm.returncode == 0, ctr.describe(rm)
+    assert_gone(ctr, cid)
