@@ -130,13 +130,18 @@ class InitProcess:
         # the flock, and the waiting init would hold the container locked.
         fresh_dir_fd = os.open(lock.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fds = [fresh_dir_fd, *os.pipe(), *os.pipe()]
+        moved: list[int] = []
         try:
-            dir_fd, report_r, report_w, go_r, go_w = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low) for fd in fds)
+            for fd in fds:
+                moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low))
         except OSError as err:
+            for fd in moved:
+                os.close(fd)
             raise RunprocError(f"--preserve-fds {preserve_fds}: {os_error_text(err)}") from None
         finally:
             for fd in fds:
                 os.close(fd)
+        dir_fd, report_r, report_w, go_r, go_w = moved
         from runproc import init  # imported before fork: the child must not need to load it
 
         self.pid = os.fork()
@@ -218,10 +223,11 @@ def start_container(record: ContainerRecord) -> None:
             if not process_alive(record.pid, record.start_time):
                 raise RunprocError("cannot start a container that has stopped")
             if time.monotonic() > deadline:
+                # The fifo stays: the container is still "created", not "running".
                 raise RunprocError("timed out waiting for the container init to start the program")
+        os.unlink(record.fifo_path)  # from now on a live init means "running"
     finally:
         os.close(fifo)
-        os.unlink(record.fifo_path)
 
 
 def kill_container(record: ContainerRecord, sig: int, all_processes: bool) -> None:
