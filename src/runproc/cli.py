@@ -67,6 +67,12 @@ COMMANDS: dict[str, CommandSpec] = {
         ("id",),
         1,
     ),
+    "ps": CommandSpec(
+        "list the container's processes (host pids)",
+        {"--format": ("format", True), "-f": ("format", True)},
+        ("id",),
+        1,
+    ),
     "run": CommandSpec(
         "create and start a container, then wait for it to exit",
         {

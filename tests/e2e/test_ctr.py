@@ -283,3 +283,18 @@ def test_task_start_detached_on_an_existing_container(ctr: Ctr, new_id: NewId) -
     rm = ctr("container", "delete", cid)
     assert rm.returncode == 0, ctr.describe(rm)
     assert_gone(ctr, cid)
+
+
+def test_task_ps(ctr: Ctr, new_id: NewId) -> None:
+    """`ctr task ps` runs the runtime's `ps --format json` and lists the task's host pids."""
+    cid = new_id("ps")
+    proc = ctr.run_detached(cid, "/bin/sleep", "1000")
+    assert proc.returncode == 0, ctr.describe(proc)
+    pid, _ = ctr.tasks()[cid]
+    ps = ctr("task", "ps", cid)
+    assert ps.returncode == 0, ctr.describe(ps)
+    assert str(pid) in ps.stdout.split(), ps.stdout
+    assert ctr("task", "kill", "--signal", "KILL", cid).returncode == 0
+    ctr.wait_status(cid, "STOPPED")
+    assert ctr("task", "delete", cid).returncode == 0
+    assert ctr("container", "delete", cid).returncode == 0

@@ -413,3 +413,29 @@ def test_concurrent_commands_are_serialised(runproc: Runproc, make_bundle: MakeB
         thread.join()
     assert sorted(r.returncode for r in results) == [0, 1, 1]
     assert runproc.status("ser") == "running"
+
+
+def test_ps_lists_the_container_processes(runproc: Runproc, make_bundle: MakeBundle, tmp_path: Path) -> None:
+    """What `ctr task ps` runs: `ps --format json ID`, a JSON array of host pids."""
+    pids = tmp_path / "pids"
+    script = f"sleep 30 & echo $! > {pids}; sleep 30"
+    runproc.ok("run", "-d", "ps1", str(make_bundle(["/bin/sh", "-c", script], host=True)))
+    deadline = time.monotonic() + 10
+    while not pids.exists() or not pids.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    init = runproc.state("ps1")["pid"]
+    listed = json.loads(runproc.ok("ps", "--format", "json", "ps1").stdout)
+    assert {init, int(pids.read_text())} <= set(listed)
+    # Every listed process is in the container's session (sh may fork for its last command too).
+    assert all(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3] == str(init) for pid in listed)
+    table = runproc.ok("ps", "ps1").stdout.splitlines()
+    assert table[0].split() == ["PID", "CMD"] and len(table) == len(listed) + 1
+    runproc.ok("kill", "--all", "ps1", "KILL")
+    runproc.wait_status("ps1", "stopped")
+    deadline = time.monotonic() + 5
+    while runproc.ok("ps", "-f", "json", "ps1").stdout != "null\n":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    bad = runproc("ps", "--format", "xml", "ps1")
+    assert bad.returncode == 1 and "invalid format option 'xml'" in bad.stderr

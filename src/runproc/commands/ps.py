@@ -1,0 +1,46 @@
+"""`runproc ps [--format table|json] ID`: the container's processes, as host pids.
+
+containerd's `ctr task ps` runs `ps --format json ID` and reads a JSON array of
+pids (runc prints `null` when there are none). Without a cgroup, the
+container's processes are its init's session.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from runproc import jsonio
+from runproc.cli import Context
+from runproc.errors import RunprocError
+from runproc.kernel import container_processes, process_alive
+from runproc.state import StateStore
+
+
+def run(context: Context) -> int:
+    output_format = str(context.values.get("format", "table"))
+    if output_format not in ("table", "json"):
+        raise RunprocError(f"invalid format option {output_format!r}: want table or json")
+    store = StateStore(context.root)
+    container_id = str(context.values["id"])
+    with store.lock(container_id):
+        record = store.load(container_id)
+        pids = set(container_processes(record.pid, record.start_time))
+        if process_alive(record.pid, record.start_time):
+            pids.add(record.pid)
+    ordered = sorted(pids)
+    if output_format == "json":
+        sys.stdout.write((jsonio.dumps(ordered).replace(" ", "") if ordered else "null") + "\n")
+        return 0
+    lines = ["PID    CMD"]
+    for pid in ordered:
+        lines.append(f"{pid:<6} {_command_line(pid)}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            return stream.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
