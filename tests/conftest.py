@@ -67,14 +67,15 @@ def make_bundle(tmp_path: Path, busybox_rootfs: Path) -> MakeBundle:
         os.chmod(bundle, 0o755)
         process = default_process(args)
         process.update(process_fields)
-        spec = {
+        spec_annotations = dict(annotations or {})
+        if host:
+            spec_annotations["runproc.host"] = "1"
+        spec: dict[str, object] = {
             "ociVersion": "1.0.2",
             "process": process,
             "root": {"path": str(rootfs or busybox_rootfs)},
-            "annotations": dict(annotations or {}),
+            "annotations": spec_annotations,
         }
-        if host:
-            spec["annotations"]["runproc.host"] = "1"
         if config is not None:
             spec = config
         (bundle / "config.json").write_text(json.dumps(spec, indent=1))

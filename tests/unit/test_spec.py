@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from runproc.errors import RunprocError
-from runproc.spec import load_plan, plan_from_config
+from runproc.spec import ContainerPlan, load_plan, plan_from_config
 
 
 def config(**process: object) -> dict:
-    base = {"args": ["/bin/echo", "hi"], "cwd": "/", "env": ["PATH=/bin", "A=1"]}
+    base: dict[str, object] = {"args": ["/bin/echo", "hi"], "cwd": "/", "env": ["PATH=/bin", "A=1"]}
     base.update(process)
     return {"ociVersion": "1.0.2", "process": base, "root": {"path": "rootfs"}}
 
 
-def plan(cfg: dict, euid: int = 1000, host: bool = False, bundle: str = "/b"):  # type: ignore[no-untyped-def]
+def plan(cfg: dict, euid: int = 1000, host: bool = False, bundle: str = "/b") -> ContainerPlan:
     return plan_from_config(cfg, bundle, host, euid)
 
 
