@@ -13,6 +13,8 @@ See build/static/README.md for the design these tests check:
     not mounted noexec; the directory is removed after every call;
   * a directory left by a SIGKILLed call is removed by the next call.
 """
+from __future__ import annotations
+
 import json
 import os
 import shutil
@@ -21,7 +23,9 @@ import struct
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +35,7 @@ PREFIXES = ("staticx-", "_MEI")
 NOBODY = 65534
 
 
-def elf_program_header_types(path):
+def elf_program_header_types(path: str | os.PathLike[str]) -> set[int] | None:
     """Set of p_type values of a 64-bit little-endian ELF, or None if not one."""
     try:
         with open(path, "rb") as f:
@@ -46,7 +50,7 @@ def elf_program_header_types(path):
         return None
 
 
-def is_release_binary(path):
+def is_release_binary(path: str | os.PathLike[str]) -> bool:
     types = elf_program_header_types(path)
     return types is not None and 3 not in types and 2 not in types  # no PT_INTERP/PT_DYNAMIC
 
@@ -58,34 +62,35 @@ if not BIN.is_file():
 
 
 # ----------------------------------------------------------------- helpers
-def clean_env(**extra):
+def clean_env(**extra: str) -> dict[str, str]:
     """containerd-like environment: no TMPDIR."""
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
     env.update(extra)
     return env
 
 
-def run(cmd, timeout=60, **kw):
+def run(cmd: Sequence[str], timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def in_mountns(script, env=None, timeout=120):
+def in_mountns(script: str, env: dict[str, str] | None = None,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a /bin/sh script in a private mount namespace (as root)."""
     return run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-ec", script],
                env=env if env is not None else clean_env(), timeout=timeout)
 
 
-def help_text():
+def help_text() -> str:
     r = run([str(BIN), "--help"], env=clean_env())
     return r.stdout + r.stderr
 
 
-def has_command(word):
+def has_command(word: str) -> bool:
     return any(word in line.split() for line in help_text().splitlines())
 
 
-def leftovers(*dirs):
-    out = set()
+def leftovers(*dirs: str | os.PathLike[str]) -> set[str]:
+    out: set[str] = set()
     for d in dirs:
         try:
             names = os.listdir(d)
@@ -95,7 +100,8 @@ def leftovers(*dirs):
     return out
 
 
-def assert_no_new_leftovers(before, dirs, what):
+def assert_no_new_leftovers(before: set[str], dirs: Iterable[str | os.PathLike[str]],
+                            what: str) -> None:
     """New staticx-*/_MEI* entries must not remain.  Another process on the
     machine may run a binary concurrently, so give transient ones 3 s."""
     deadline = time.monotonic() + 3
@@ -108,7 +114,7 @@ def assert_no_new_leftovers(before, dirs, what):
 
 
 @pytest.fixture
-def staged(tmp_path_factory):
+def staged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A copy of the binary in a fresh 0755 directory outside /tmp and /run
     (so a tmpfs mounted over those does not hide it) readable by nobody."""
     base = "/var/tmp" if os.path.isdir("/var/tmp") else str(REPO / "build")
@@ -121,7 +127,7 @@ def staged(tmp_path_factory):
     shutil.rmtree(d, ignore_errors=True)
 
 
-def wait_empty_of_bundles(d, what, timeout=3):
+def wait_empty_of_bundles(d: str | os.PathLike[str], what: str, timeout: float = 3) -> None:
     """The launcher removes its bundle dir in a detached child right after it
     exits (so the caller does not wait for the unlinking): allow a moment."""
     deadline = time.monotonic() + timeout
@@ -133,13 +139,13 @@ def wait_empty_of_bundles(d, what, timeout=3):
     assert not left, f"{what} left {left} in {d}"
 
 
-def check_version(r):
+def check_version(r: subprocess.CompletedProcess[str]) -> None:
     assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
     assert r.stdout.splitlines() and r.stdout.splitlines()[0].startswith("runproc version"), r.stdout
 
 
 # ------------------------------------------------------------------- tests
-def test_binary_is_static_elf():
+def test_binary_is_static_elf() -> None:
     """No program interpreter and no dynamic section: the kernel runs it alone."""
     types = elf_program_header_types(BIN)
     assert types is not None, "not a 64-bit ELF"
@@ -147,7 +153,7 @@ def test_binary_is_static_elf():
     assert 2 not in types, "has PT_DYNAMIC (needs host libraries)"
 
 
-def test_chroot_only_proc(tmp_path):
+def test_chroot_only_proc(tmp_path: Path) -> None:
     """(a) Empty root with only /proc mounted and a writable /tmp: --version and
     `run` of a host-mode bundle whose process is the binary itself."""
     root = tmp_path / "root"
@@ -182,7 +188,7 @@ def test_chroot_only_proc(tmp_path):
     wait_empty_of_bundles(root / "tmp", "run")
 
 
-def test_chroot_noexec_tmp(tmp_path):
+def test_chroot_noexec_tmp(tmp_path: Path) -> None:
     """Chroot whose only writable tmp dir is noexec: falls back to the
     binary's own directory, and cleans up."""
     root = tmp_path / "root"
@@ -202,7 +208,7 @@ NOEXEC = ('mount -t tmpfs -o noexec,nosuid,nodev tmpfs /tmp\n'
 
 
 @pytest.mark.parametrize("tmpdir_env", [None, "/tmp"], ids=["no-TMPDIR", "TMPDIR=noexec-tmp"])
-def test_noexec_tmp_as_root(staged, tmpdir_env):
+def test_noexec_tmp_as_root(staged: Path, tmpdir_env: str | None) -> None:
     """(b) /tmp and /run noexec tmpfs, containerd-like env (no TMPDIR; or a
     TMPDIR pointing at the noexec /tmp): works and leaves nothing behind."""
     watch = ["/var/tmp", "/dev/shm", str(staged.parent)]
@@ -216,7 +222,7 @@ def test_noexec_tmp_as_root(staged, tmpdir_env):
     assert_no_new_leftovers(before, watch, "--version")
 
 
-def test_noexec_tmp_unprivileged(staged):
+def test_noexec_tmp_unprivileged(staged: Path) -> None:
     """(c) As uid/gid 65534 without write access to system dirs (only the
     world-writable /var/tmp), with noexec /tmp and /run."""
     watch = ["/var/tmp", "/dev/shm"]
@@ -227,7 +233,7 @@ def test_noexec_tmp_unprivileged(staged):
     assert_no_new_leftovers(before, watch, "--version as nobody")
 
 
-def _long_running_command(tmp_path):
+def _long_running_command(tmp_path: Path) -> tuple[list[str] | None, list[str] | None]:
     """A command line that keeps the binary busy, or None."""
     if has_command("run"):
         tag = f"{time.time_ns() % 10**9}"
@@ -248,9 +254,9 @@ def _long_running_command(tmp_path):
     return None, None
 
 
-def _pids_with_cmdline(argv):
+def _pids_with_cmdline(argv: Sequence[str]) -> list[int]:
     want = ("\0".join(argv) + "\0").encode()
-    pids = []
+    pids: list[int] = []
     for p in os.listdir("/proc"):
         if p.isdigit():
             try:
@@ -261,8 +267,8 @@ def _pids_with_cmdline(argv):
     return pids
 
 
-def _pids_running_from(d):
-    pids = []
+def _pids_running_from(d: str) -> list[int]:
+    pids: list[int] = []
     for p in os.listdir("/proc"):
         if p.isdigit():
             try:
@@ -273,7 +279,7 @@ def _pids_running_from(d):
     return pids
 
 
-def test_sigkill_leaves_one_dir_and_next_run_sweeps_it(tmp_path):
+def test_sigkill_leaves_one_dir_and_next_run_sweeps_it(tmp_path: Path) -> None:
     """(d) SIGKILL (as the shim may send) mid-run leaves at most one stale dir,
     the app dies with its launcher, and the next call removes the stale dir."""
     cmd, container_argv = _long_running_command(tmp_path)
