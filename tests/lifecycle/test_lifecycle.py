@@ -173,15 +173,20 @@ def test_kill_stopped_says_not_running(runproc: Runproc, make_bundle: MakeBundle
     runproc.ok("kill", "--all", "ks", "9")
 
 
-def test_kill_all_reaches_every_process(runproc: Runproc, make_bundle: MakeBundle, tmp_path: Path) -> None:
-    pids = tmp_path / "pids"
+def run_with_child(runproc: Runproc, make_bundle: MakeBundle, tmp_path: Path, container_id: str) -> int:
+    """Run a detached container whose shell starts a background child; return the child's pid."""
+    pids = tmp_path / f"{container_id}.pids"
     script = f"sleep 30 & echo $! > {pids}; sleep 30"
-    runproc.ok("run", "-d", "ka", str(make_bundle(["/bin/sh", "-c", script], host=True)))
+    runproc.ok("run", "-d", container_id, str(make_bundle(["/bin/sh", "-c", script], host=True)))
     deadline = time.monotonic() + 10
     while not pids.exists() or not pids.read_text().strip():
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, f"{container_id} never started its child"
         time.sleep(0.02)
-    child = int(pids.read_text())
+    return int(pids.read_text())
+
+
+def test_kill_all_reaches_every_process(runproc: Runproc, make_bundle: MakeBundle, tmp_path: Path) -> None:
+    child = run_with_child(runproc, make_bundle, tmp_path, "ka")
     runproc.ok("kill", "--all", "ka", "KILL")
     runproc.wait_status("ka", "stopped")
     deadline = time.monotonic() + 5
@@ -417,16 +422,10 @@ def test_concurrent_commands_are_serialised(runproc: Runproc, make_bundle: MakeB
 
 def test_ps_lists_the_container_processes(runproc: Runproc, make_bundle: MakeBundle, tmp_path: Path) -> None:
     """What `ctr task ps` runs: `ps --format json ID`, a JSON array of host pids."""
-    pids = tmp_path / "pids"
-    script = f"sleep 30 & echo $! > {pids}; sleep 30"
-    runproc.ok("run", "-d", "ps1", str(make_bundle(["/bin/sh", "-c", script], host=True)))
-    deadline = time.monotonic() + 10
-    while not pids.exists() or not pids.read_text().strip():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    child = run_with_child(runproc, make_bundle, tmp_path, "ps1")
     init = runproc.state("ps1")["pid"]
     listed = json.loads(runproc.ok("ps", "--format", "json", "ps1").stdout)
-    assert {init, int(pids.read_text())} <= set(listed)
+    assert {init, child} <= set(listed)
     # Every listed process is in the container's session (sh may fork for its last command too).
     assert all(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3] == str(init) for pid in listed)
     table = runproc.ok("ps", "ps1").stdout.splitlines()
