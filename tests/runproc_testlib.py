@@ -45,10 +45,11 @@ MakeBundle = Callable[..., Path]
 class Runproc:
     """Runs the binary with one state root; `as_user` runs it unprivileged via setpriv."""
 
-    def __init__(self, binary: Path, root: Path, as_user: int | None = None) -> None:
+    def __init__(self, binary: Path, root: Path, as_user: int | None = None, name: str = "runproc") -> None:
         self.binary = binary
         self.root = root
         self.as_user = as_user
+        self.name = name  # how failures name this runtime (the differential tests drive runc too)
 
     def argv(self, *args: str, global_args: tuple[str, ...] = ()) -> list[str]:
         argv = [str(self.binary), "--root", str(self.root), *global_args, *args]
@@ -65,6 +66,8 @@ class Runproc:
         env: dict[str, str] | None = None,
         global_args: tuple[str, ...] = (),
         prefix: tuple[str, ...] = (),
+        cwd: Path | None = None,
+        umask: int | None = None,
     ) -> subprocess.CompletedProcess[str]:
         text_input = input.decode() if isinstance(input, bytes) else input
         # Files, not pipes, for output: a created container's process inherits them,
@@ -77,6 +80,8 @@ class Runproc:
                 stdout=out,
                 stderr=err,
                 env=env,
+                cwd=cwd,
+                umask=-1 if umask is None else umask,
             )
             try:
                 if text_input is not None:
@@ -96,7 +101,7 @@ class Runproc:
 
     def ok(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
         result = self(*args, **kwargs)  # type: ignore[arg-type]
-        assert result.returncode == 0, f"runproc {' '.join(args)} failed: {result.stderr}"
+        assert result.returncode == 0, f"{self.name} {' '.join(args)} failed: {result.stderr}"
         return result
 
     def state(self, container_id: str) -> dict:
@@ -105,11 +110,13 @@ class Runproc:
     def status(self, container_id: str) -> str:
         return self.state(container_id)["status"]
 
-    def wait_status(self, container_id: str, status: str, timeout: float = 10) -> None:
+    def wait_status(self, container_id: str, status: str, timeout: float = 10) -> dict:
+        """Poll `state` until it shows `status`; the state that did."""
         deadline = time.monotonic() + timeout
-        while self.status(container_id) != status:
-            assert time.monotonic() < deadline, f"{container_id} never became {status}"
+        while (state := self.state(container_id))["status"] != status:
+            assert time.monotonic() < deadline, f"{self.name}: {container_id} never became {status}: {state}"
             time.sleep(0.02)
+        return state
 
 
 def require_root() -> None:

@@ -19,7 +19,6 @@ import re
 import shutil
 import stat
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,59 +41,15 @@ LOOP = ["sh", "-c", "trap 'exit 0' TERM; while :; do usleep 20000; done"]
 SLEEP = ["sleep", "30"]
 
 
-def set_umask(mask: int) -> None:
-    os.umask(mask)
-
-
-class Side:
+class Side(Runproc):
     """One runtime (runc or runproc) with its own state root."""
-
-    def __init__(self, name: str, tool: Runproc) -> None:
-        self.name = name
-        self.tool = tool
 
     def __repr__(self) -> str:
         return self.name
 
-    def __call__(
-        self, *args: str, timeout: float = 30, cwd: Path | None = None, umask: int | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        # Files, not pipes: a created container's init inherits the runtime's stdio,
-        # so a pipe would stay open (and subprocess.run wait) until the program exits.
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            done = subprocess.run(
-                self.tool.argv(*args),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                timeout=timeout,
-                cwd=cwd,
-                preexec_fn=None if umask is None else (lambda: set_umask(umask)),
-            )
-            out.seek(0)
-            err.seek(0)
-            return subprocess.CompletedProcess(
-                done.args, done.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace")
-            )
-
-    def ok(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-        result = self(*args, **kwargs)  # type: ignore[arg-type]
-        assert result.returncode == 0, f"{self.name} {' '.join(args)} failed: {result.stderr}"
-        return result
-
-    def state(self, container_id: str) -> dict:
-        return json.loads(self.ok("state", container_id).stdout)
-
-    def wait_status(self, container_id: str, status: str, timeout: float = 10) -> dict:
-        deadline = time.monotonic() + timeout
-        while (state := self.state(container_id))["status"] != status:
-            assert time.monotonic() < deadline, f"{self.name}: {container_id} never became {status}: {state}"
-            time.sleep(0.02)
-        return state
-
     def cleanup(self) -> None:
-        if self.tool.root.is_dir():
-            for entry in self.tool.root.iterdir():
+        if self.root.is_dir():
+            for entry in self.root.iterdir():
                 if entry.is_dir():
                     self("delete", "--force", entry.name, timeout=15)
 
@@ -107,7 +62,7 @@ def sides(runproc: Runproc, tmp_path: Path) -> Iterator[Sides]:
     """(runc, runproc); every container either left is force-deleted afterwards."""
     runc_root = tmp_path / "state-runc"
     runc_root.mkdir()
-    pair = (Side("runc", Runproc(RUNC, runc_root)), Side("runproc", runproc))
+    pair = (Side(RUNC, runc_root, name="runc"), Side(runproc.binary, runproc.root, name="runproc"))
     yield pair
     for side in pair:
         side.cleanup()
@@ -422,7 +377,7 @@ def test_delete_removes(sides: Sides, dual_bundle: DualBundle, started: bool, fo
         assert not process_alive(pid), side
         result = side("state", "c1")
         assert result.returncode != 0 and "does not exist" in error_text(result.stderr), f"{side}: {result.stderr}"
-        assert not (side.tool.root / "c1").exists(), side
+        assert not (side.root / "c1").exists(), side
 
 
 def test_delete_stopped(sides: Sides, dual_bundle: DualBundle) -> None:
@@ -535,7 +490,7 @@ def test_bad_input(sides: Sides, dual_bundle: DualBundle, tmp_path: Path, case: 
     # Nothing half-written: no record, no directory left in either state root.
     both_fail(on_both(sides, "state", "bad"), "does not exist")
     for side in sides:
-        assert not (side.tool.root / "bad").exists(), side
+        assert not (side.root / "bad").exists(), side
 
 
 @pytest.mark.parametrize("container_id", ["a/b", "..", "a b", "a:b"])
@@ -543,7 +498,7 @@ def test_invalid_id(sides: Sides, dual_bundle: DualBundle, container_id: str) ->
     bundle = dual_bundle(["true"])
     both_fail(on_both(sides, "create", "--bundle", str(bundle), container_id), "invalid container id")
     for side in sides:
-        assert [p.name for p in side.tool.root.iterdir()] == [], side
+        assert [p.name for p in side.root.iterdir()] == [], side
 
 
 @pytest.mark.parametrize("command", ["create", "start", "state", "kill", "delete", "run"])
@@ -669,7 +624,7 @@ def test_run_forwards_sigterm(sides: Sides, dual_bundle: DualBundle, tmp_path: P
     """A foreground run passes SIGTERM on to the program and exits with its status (128+15)."""
     bundle = dual_bundle(SLEEP)
     for side in sides:
-        argv = side.tool.argv("run", "--bundle", str(bundle), "t1")
+        argv = side.argv("run", "--bundle", str(bundle), "t1")
         with open(tmp_path / f"{side.name}.out", "wb") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         try:
