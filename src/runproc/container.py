@@ -10,7 +10,6 @@ import time
 from runproc.errors import RunprocError
 from runproc.fsutil import os_error_text, write_atomic
 from runproc.kernel import (
-    container_processes,
     process_alive,
     process_start_time,
     signal_all,
@@ -237,8 +236,7 @@ def kill_container(record: ContainerRecord, sig: int, all_processes: bool) -> No
     runc's does: containerd sends it after an init without its own pid namespace exits.
     """
     if all_processes:
-        if record.status() != "stopped" or container_processes(record.pid, record.start_time):
-            signal_all(record.pid, record.start_time, sig)
+        signal_all(record.pid, record.start_time, sig)  # reaches only what is still alive
         return
     if record.status() == "stopped" or not signal_process(record.pid, sig):
         raise RunprocError("container not running")
