@@ -97,7 +97,7 @@ def main() -> int:
         return 1
     libc = ctypes.CDLL(None)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # container inits come back to us
-    runproc = os.environ.get("RUNPROC_BIN", str(REPO / "runproc"))
+    runproc = os.environ.get("RUNPROC_BIN", str(REPO / "dist" / "runproc"))
     runc = shutil.which("runc")
     with tempfile.TemporaryDirectory(prefix="runproc-bench-") as tmp:
         work = Path(tmp)

@@ -7,10 +7,10 @@ export RUNPROC_STATE_DIR
 trap 'rm -rf "$RUNPROC_STATE_DIR"' EXIT
 bundle=$(pwd)/examples/echo
 set -x
-./runproc create --pid-file "$RUNPROC_STATE_DIR/pid" demo "$bundle"
-./runproc state demo
-./runproc start demo
+./dist/runproc create --pid-file "$RUNPROC_STATE_DIR/pid" demo "$bundle"
+./dist/runproc state demo
+./dist/runproc start demo
 sleep 0.2
-./runproc state demo
-./runproc delete demo
-./runproc run demo2 "$bundle"
+./dist/runproc state demo
+./dist/runproc delete demo
+./dist/runproc run demo2 "$bundle"

@@ -5,10 +5,7 @@ set -eu
 dir=${1:?usage: make-rootfs.sh DIR}
 bb=/bin/busybox
 # busybox (dynamic) and busybox-static both install /bin/busybox; we need the static one.
-if ! dpkg -s busybox-static >/dev/null 2>&1; then
-  echo "make-rootfs: installing busybox-static" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
-fi
+"$(dirname "$0")/ensure-packages.sh" busybox-static
 mkdir -p "$dir/bin" "$dir/tmp" "$dir/etc" "$dir/proc" "$dir/dev" "$dir/root"
 chmod 1777 "$dir/tmp"
 cp -f "$bb" "$dir/bin/busybox"

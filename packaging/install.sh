@@ -48,8 +48,8 @@ Options:
 
 Examples:
   $prog --binary dist/runproc-1.0.0-linux-amd64 --kind-cluster kind
-  sudo $prog --binary ./runproc
-  $prog --binary ./runproc --root /tmp/node --config-version 2
+  sudo $prog --binary dist/runproc
+  $prog --binary dist/runproc --root /tmp/node --config-version 2
 EOF
 }
 

@@ -1,7 +1,7 @@
 """Shared helpers of the test suites: the binary under test, bundles, a runproc driver.
 
 Lifecycle, differential and end-to-end tests drive the frozen binary named by
-$RUNPROC_BIN (default: ./runproc at the repo root, which `make test` builds).
+$RUNPROC_BIN (default: dist/runproc, which `make build` makes).
 Imported by name (tests/ is on pytest's pythonpath): several suites have a
 conftest.py of their own, so `from conftest import ...` would be ambiguous.
 """
@@ -25,7 +25,7 @@ NOBODY = 65534
 
 
 def runproc_path() -> Path:
-    return Path(os.environ.get("RUNPROC_BIN", REPO / "runproc")).resolve()
+    return Path(os.environ.get("RUNPROC_BIN", REPO / "dist" / "runproc")).resolve()
 
 
 def default_process(args: list[str]) -> dict:

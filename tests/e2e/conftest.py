@@ -1,6 +1,6 @@
 """Rig for the end-to-end suite: a private containerd driven with ``ctr``.
 
-The runtime under test (``RUNPROC_BIN``, default ``<repo>/runproc``) is handed to
+The runtime under test (``RUNPROC_BIN``, default ``<repo>/dist/runproc``) is handed to
 containerd's runc v2 shim with ``ctr run --runc-binary``, exactly as a user would.
 The session starts its own ``containerd`` with a generated config (own root, state,
 gRPC and ttrpc sockets, CRI and other unneeded plugins disabled) so the system's
@@ -57,7 +57,7 @@ SHIM_SOCKET_DIR = Path("/run/containerd/s")
 
 
 def runtime_binary() -> Path:
-    """The runtime under test: $RUNPROC_BIN, else the repo's frozen ./runproc."""
+    """The runtime under test: $RUNPROC_BIN, else the repo's frozen dist/runproc."""
     return Path(os.environ.get("RUNPROC_BIN") or REPO / "runproc").absolute()
 
 

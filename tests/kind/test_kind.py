@@ -7,7 +7,7 @@ Opt-in, because it needs a container engine, network and minutes:
 Needs kubectl and docker (or podman) on PATH; kind is used from PATH or downloaded (pinned,
 checksum-verified) into a cache directory. Settings, all optional:
 
-    RUNPROC_BIN               binary to install (default: newest dist/runproc-*-linux-amd64, else ./runproc)
+    RUNPROC_BIN               binary to install (default: newest dist/runproc-*-linux-amd64, else dist/runproc)
     RUNPROC_KIND_CLUSTER      cluster name (default runproc-e2e); an existing one is reused
     RUNPROC_KIND_NODE_IMAGE   kindest/node image for a new cluster (default: kind's own)
     RUNPROC_KIND_ENGINE       docker or podman (default: docker if found)
@@ -93,7 +93,7 @@ def runproc_binary() -> Path:
     if os.environ.get("RUNPROC_BIN"):
         return Path(os.environ["RUNPROC_BIN"]).resolve()
     released = sorted((REPO / "dist").glob("runproc-*-linux-amd64"), key=lambda p: p.stat().st_mtime)
-    return released[-1] if released else REPO / "runproc"
+    return released[-1] if released else REPO / "dist" / "runproc"
 
 
 def kind_binary() -> Path:

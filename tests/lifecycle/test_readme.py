@@ -1,13 +1,23 @@
-"""The README's try-out must work as written, as root and as an unprivileged user."""
+"""The README's try-out must work as written after `make build` alone, as root and as an unprivileged user.
+
+The tree under test is a copy of the checkout's files (tracked, or new and not ignored), without a
+binary or a rootfs, in which `make build` runs first: so the test fails if
+`make build` stops making anything the try-out needs. The copy shares the
+checkout's venvs (symlinked) so that nothing is installed twice.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from runproc_testlib import NOBODY, REPO
+
+BUILD_LINE = "make build\n"
 
 
 def try_out_script() -> str:
@@ -22,33 +32,48 @@ def run_script(script: str, user: int | None, checkout: Path, tmpdir: Path) -> s
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
     # TMPDIR: the try-out's `mktemp -d` lands in the test's own directory.
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/", "TMPDIR": str(tmpdir)}
-    return subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
-def example_rootfs() -> None:
-    if not (REPO / "examples/echo/rootfs/bin/busybox").exists():
-        subprocess.run([str(REPO / "build/make-rootfs.sh"), str(REPO / "examples/echo/rootfs")], check=True)
+def fresh_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The checkout's tracked files (as they are in the work tree) in a new directory everyone can reach."""
+    if os.geteuid() != 0:
+        pytest.skip("make build installs packages: run as root")
+    base = tmp_path_factory.mktemp("readme")
+    checkout = base / "checkout"
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        source = REPO / name
+        if not source.exists():
+            continue  # deleted in the work tree, not yet committed
+        target = checkout / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+    for venv in (".venv", "build/static/.venv"):
+        if (REPO / venv).is_dir():
+            (checkout / venv).symlink_to(REPO / venv)
+    for parent in [checkout, *checkout.parents]:
+        if parent in (Path("/tmp"), Path("/")):
+            break
+        os.chmod(parent, 0o755)
+    yield checkout
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.parametrize("user", [None, NOBODY], ids=["root", "nobody"])
-def test_try_out_as_written(user: int | None, runproc_bin: Path, example_rootfs: None, world_tmp: Path) -> None:
-    if runproc_bin != (REPO / "runproc").resolve():
-        pytest.skip("the README uses ./runproc; RUNPROC_BIN points elsewhere")
-    checkout = REPO
-    if user is not None:
-        # The unprivileged user works in a copy of what the try-out uses, in a place
-        # it can reach (this checkout's own location may not be).
-        checkout = world_tmp / "checkout"
-        (checkout / "examples").mkdir(parents=True)
-        shutil.copy2(runproc_bin, checkout / "runproc")
-        shutil.copytree(REPO / "examples/echo", checkout / "examples/echo", symlinks=True,
-                        ignore=shutil.ignore_patterns("rootfs"))
-        subprocess.run(["chmod", "-R", "a+rX", str(checkout)], check=True)
+def test_try_out_as_written(user: int | None, fresh_checkout: Path, world_tmp: Path) -> None:
     script = try_out_script()
-    assert "./runproc create --pid-file $RUNPROC_STATE_DIR/pid demo $(pwd)/examples/echo" in script
-    result = run_script(script, user, checkout, world_tmp)
+    assert script.startswith(BUILD_LINE), script
+    assert "./dist/runproc create --pid-file $STATE_DIR/pid demo $(pwd)/examples/echo" in script
+    if user is not None:
+        # `make build` is root's (it installs packages); the user runs the rest in root's tree.
+        script = script[len(BUILD_LINE):]
+        subprocess.run(["make", "-C", str(fresh_checkout), "build"], check=True, capture_output=True, timeout=600)
+        subprocess.run(["chmod", "-R", "a+rX", str(fresh_checkout)], check=True)
+    result = run_script(script, user, fresh_checkout, world_tmp)
     assert result.returncode == 0, result.stderr
+    assert (fresh_checkout / "dist/runproc").is_file()
     # create, then start's output, then run's: the echo program ran twice.
     assert result.stdout.count("hello from runproc\n") == 2, result.stdout
     assert '"status": "created"' in result.stdout and '"status": "stopped"' in result.stdout

@@ -13,15 +13,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_make_release_writes_the_binary_and_its_checksum() -> None:
-    if not (REPO / "runproc").is_file():
-        pytest.skip("no ./runproc: run `make build` first")
-    init = (REPO / "src/runproc/__init__.py").read_text()
+    if not (REPO / "dist/runproc").is_file():
+        pytest.skip("no dist/runproc: run `make build` first")
+    init = (REPO / "runproc/__init__.py").read_text()
     version = re.search(r'^__version__ = "([^"]+)"', init, re.M).group(1)  # type: ignore[union-attr]
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     result = subprocess.run(["make", "-C", str(REPO), "release"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     artifact = REPO / "dist" / f"runproc-{version}-linux-{arch}"
-    assert artifact.is_file() and artifact.read_bytes() == (REPO / "runproc").read_bytes()
+    assert artifact.is_file() and artifact.read_bytes() == (REPO / "dist/runproc").read_bytes()
     sums = (REPO / "dist" / "SHA256SUMS").read_text()
     assert sums.split()[1:] == [artifact.name]
     check = subprocess.run(["sha256sum", "--check", "--strict", "SHA256SUMS"], cwd=REPO / "dist",

@@ -1,7 +1,7 @@
 """Release-binary tests: self-contained (needs nothing from the host but the
 kernel) and noexec-safe (works where /tmp and /run are noexec tmpfs mounts).
 
-The binary is taken from $RUNPROC_BIN (default: <repo>/runproc), i.e. the
+The binary is taken from $RUNPROC_BIN (default: <repo>/dist/runproc), i.e. the
 output of build/static/make-static.sh.  All tests need root (they use
 unshare -m, mount and chroot; (c) then drops to uid/gid 65534).
 `make build` makes exactly this binary, so a dynamically linked one fails here.
@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("RUNPROC_BIN") or REPO / "runproc")
+BIN = Path(os.environ.get("RUNPROC_BIN") or REPO / "dist" / "runproc")
 PREFIXES = ("staticx-", "_MEI")
 NOBODY = 65534
 

@@ -94,13 +94,20 @@ def test_state_root_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_python_dash_m_runs_the_same_cli() -> None:
-    """`python -m runproc` is the unfrozen CLI (the package is on the venv's path via src/)."""
+    """`python -m runproc` is the unfrozen CLI (run from the checkout, no PYTHONPATH)."""
+    import os
     import subprocess
     import sys
 
+    from runproc_testlib import REPO
+
+    # As a developer runs it: from the checkout, with no PYTHONPATH.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
     result = subprocess.run([sys.executable, "-m", "runproc", "--version"], capture_output=True, text=True,
-                            timeout=60)
+                            timeout=60, cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("runproc version ")
-    bad = subprocess.run([sys.executable, "-m", "runproc", "state"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([sys.executable, "-m", "runproc", "state"], capture_output=True, text=True, timeout=60,
+                         cwd=REPO, env=env)
     assert bad.returncode == 1 and bad.stderr == "'state' takes arguments ID, got 0\n"

@@ -1,0 +1,26 @@
+"""Entry point for `python -m runproc` and for the frozen binary."""
+
+import os
+import sys
+
+from runproc.cli import main
+
+# The release binary's bootloader holds a shared lock on its cached unpack (so
+# that it is not collected while in use) and hands the fd over across its exec.
+# Keep it, but let no program that runproc execs inherit it; a created
+# container's init keeps it until it execs the user's program.
+BOOT_LOCK_ENV = "STATICX_LOCK_FD"
+
+
+def _keep_boot_lock_private() -> None:
+    raw = os.environ.get(BOOT_LOCK_ENV, "")
+    if raw.isdigit():
+        try:
+            os.set_inheritable(int(raw), False)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    _keep_boot_lock_private()
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,55 @@
+"""ContainerPlan: what the container init must do, derived from config.json by runproc.spec."""
+
+from __future__ import annotations
+
+
+class ContainerPlan:
+    """Everything create needs to start the init, derived from config.json."""
+
+    __slots__ = (
+        "bundle",
+        "args",
+        "env",
+        "cwd",
+        "uid",
+        "gid",
+        "additional_gids",
+        "umask",
+        "rlimits",
+        "no_new_privileges",
+        "terminal",
+        "rootfs",
+        "host_mode",
+        "annotations",
+    )
+
+    def __init__(self) -> None:
+        self.bundle = ""
+        self.args: list[str] = []
+        self.env: list[str] = []
+        self.cwd = "/"
+        self.uid = 0
+        self.gid = 0
+        self.additional_gids: list[int] = []
+        self.umask = 0o022  # runc's default when process.user.umask is not given
+        self.rlimits: list[tuple[int, int, int]] = []  # (resource, soft, hard); -1 = unlimited
+        self.no_new_privileges = False
+        self.terminal = False
+        self.rootfs = ""  # absolute path, "" when the spec names none
+        self.host_mode = False
+        self.annotations: dict[str, str] = {}
+
+    def chroots(self, euid: int) -> bool:
+        """Root runs the process inside root.path, unless host mode is on; others run on the host."""
+        return euid == 0 and not self.host_mode
+
+    def has_env(self, name: str) -> bool:
+        return any(entry.startswith(name + "=") for entry in self.env)
+
+    def path_env(self) -> str | None:
+        """PATH from process.env; the last one wins, as when a program sets them in order."""
+        value = None
+        for entry in self.env:
+            if entry.startswith("PATH="):
+                value = entry[5:]
+        return value
