@@ -1,0 +1,185 @@
+"""A thin layer over the system calls Python's os module lacks (Python 3.11).
+
+ctypes is loaded once, when this module is first imported: the container
+init imports it before it forks or pivots, because the frozen binary's files
+may be gone (or out of reach, past pivot_root) later. Every wrapper raises
+OSError with the errno, as the os module's functions do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+# x86_64 system call numbers (the only architecture runproc is built for).
+SYS_PIVOT_ROOT = 155
+SYS_CAPGET = 125
+SYS_CAPSET = 126
+SYS_SETNS = 308
+SYS_UNSHARE = 272
+SYS_IOPRIO_SET = 251
+SYS_OPENAT2 = 437
+SYS_MOUNT_SETATTR = 442
+SYS_SCHED_SETATTR = 314
+SYS_PERSONALITY = 135
+SYS_SETHOSTNAME = 170
+SYS_SETDOMAINNAME = 171
+
+# clone(2) / unshare(2) / setns(2) namespace flags.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+# mount(2) flags.
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_SILENT = 0x8000
+MS_UNBINDABLE = 0x20000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_SHARED = 0x100000
+MS_RELATIME = 0x200000
+MS_STRICTATIME = 0x1000000
+MS_LAZYTIME = 0x2000000
+MNT_DETACH = 0x2
+
+# openat2(2) resolve flags.
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# prctl(2) options.
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def _check(result: int) -> int:
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    return result
+
+
+def _path(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(_libc.mount(_path(source), _path(target), _path(fstype), ctypes.c_ulong(flags), _path(data)))
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_path(target), flags))
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_syscall(SYS_PIVOT_ROOT, _path(new_root), _path(put_old)))
+
+
+def unshare(flags: int) -> None:
+    _check(_syscall(SYS_UNSHARE, ctypes.c_int(flags)))
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_syscall(SYS_SETNS, ctypes.c_int(fd), ctypes.c_int(nstype)))
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dir_fd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): open `path` relative to `dir_fd` under the `resolve` rules (Linux 5.6+)."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    return _check(_syscall(SYS_OPENAT2, ctypes.c_int(dir_fd), _path(path), ctypes.byref(how),
+                           ctypes.c_size_t(ctypes.sizeof(how))))
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                              ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)))
+
+
+def sethostname(name: str) -> None:
+    raw = os.fsencode(name)
+    _check(_syscall(SYS_SETHOSTNAME, raw, ctypes.c_size_t(len(raw))))
+
+
+def setdomainname(name: str) -> None:
+    raw = os.fsencode(name)
+    _check(_syscall(SYS_SETDOMAINNAME, raw, ctypes.c_size_t(len(raw))))
+
+
+def personality(persona: int) -> int:
+    return _check(_syscall(SYS_PERSONALITY, ctypes.c_ulong(persona)))
+
+
+def ioprio_set(which: int, who: int, ioprio: int) -> None:
+    _check(_syscall(SYS_IOPRIO_SET, ctypes.c_int(which), ctypes.c_int(who), ctypes.c_int(ioprio)))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) of `pid` (0: this thread), as 64-bit masks."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    _check(_syscall(SYS_CAPGET, ctypes.byref(header), data))
+    low, high = data[0], data[1]
+    return (low.effective | high.effective << 32, low.permitted | high.permitted << 32,
+            low.inheritable | high.inheritable << 32)
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set this thread's effective, permitted and inheritable sets (64-bit masks)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for n in (0, 1):
+        shift = 32 * n
+        data[n].effective = (effective >> shift) & 0xFFFFFFFF
+        data[n].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[n].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_syscall(SYS_CAPSET, ctypes.byref(header), data))
+
