@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from runproc.spec.rootfs import RootfsPlan
+    from runproc.spec.security import SecurityPlan
+
 
 class ContainerPlan:
     """Everything create needs to start the init, derived from config.json."""
@@ -21,6 +26,8 @@ class ContainerPlan:
         "rootfs",
         "host_mode",
         "annotations",
+        "rootfs_setup",
+        "security",
     )
 
     def __init__(self) -> None:
@@ -38,6 +45,10 @@ class ContainerPlan:
         self.rootfs = ""  # absolute path, "" when the spec names none
         self.host_mode = False
         self.annotations: dict[str, str] = {}
+        # The linux sections, each planned by its own module in runproc.spec
+        # (None: the section does not apply, e.g. host mode or no mount namespace).
+        self.rootfs_setup: RootfsPlan | None = None  # mounts, devices, masked/readonly paths, propagation
+        self.security: SecurityPlan | None = None  # capabilities, seccomp, LSM labels, oom, scheduling
 
     def chroots(self, euid: int) -> bool:
         """Root runs the process inside root.path, unless host mode is on; others run on the host."""
