@@ -12,9 +12,11 @@
 #   OUT  the release binary to write (replaced atomically)
 #
 # Route (see README.md): staticx 0.14.2 built from its sdist with
-# staticx-0.14.2-runproc.patch (bootloader picks an exec-capable temp dir,
-# locks it, sweeps stale ones, extracts with sendfile, kills the app with its
-# bootloader), driven by sxbundle.py, which also stores the onedir tree.
+# staticx-0.14.2-runproc.patch (bootloader execs a verified, read-only cached
+# unpack keyed by the build id that sxbundle.py embeds; else it picks an
+# exec-capable temp dir, locks it, sweeps stale ones, extracts with sendfile,
+# kills the app with its bootloader), driven by sxbundle.py, which also stores
+# the onedir tree.
 #
 # Idempotent. Run as root on Debian 12 or 13: installs missing apt packages,
 # creates build/static/.venv (gitignored) and rebuilds staticx only when
@@ -76,7 +78,8 @@ if [ "$(cat "$venv/.make-static-stamp" 2>/dev/null || true)" != "$stamp" ]; then
             --no-build-isolation --no-deps . >"$work/staticx-build.log" 2>&1) ||
         { cat "$work/staticx-build.log" >&2; exit 1; }
     bl=$("$venv/bin/python" -c 'import staticx, os; print(os.path.join(os.path.dirname(staticx.__file__), "assets/release/bootloader"))')
-    grep -q "staticx-lk-" "$bl" || { log "built bootloader is not the patched one"; exit 1; }
+    grep -q "staticx-lk-" "$bl" && grep -q "STATICX_LOCK_FD" "$bl" ||
+        { log "built bootloader is not the patched one"; exit 1; }
     echo "$stamp" > "$venv/.make-static-stamp"
 fi
 
@@ -87,6 +90,9 @@ PATH="$venv/bin:$PATH" "$venv/bin/python" "$here/sxbundle.py" ${SXBUNDLE_ARGS:-}
 
 if [ "${MAKE_STATIC_NO_SMOKE:-}" != 1 ]; then
     case $out in */*) run_out=$out ;; *) run_out=./$out ;; esac
+    # per-call mode, then the cache (as root: /var/lib/<name>/cache)
+    v=$(env -u TMPDIR STATICX_NO_CACHE=1 "$run_out" --version 2>&1) ||
+        { log "smoke test failed: STATICX_NO_CACHE=1 $out --version: $v"; exit 1; }
     v=$(env -u TMPDIR "$run_out" --version 2>&1) || { log "smoke test failed: $out --version: $v"; exit 1; }
     log "ok: $(echo "$v" | head -n1)"
 fi

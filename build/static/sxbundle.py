@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """sxbundle.py IN OUT: wrap a PyInstaller build into one self-contained ELF.
 
-Uses the (patched, see staticx-bootloader.patch) staticx 0.14.2 Python API.
+Uses the (patched, see staticx-0.14.2-runproc.patch) staticx 0.14.2 Python API.
 
 IN may be
   * a PyInstaller *onedir* build (the dist/NAME directory, or the executable
@@ -16,12 +16,22 @@ the host-independent ld.so/libc/libz/... that the executable, libpython and
 the extension modules need are added flat next to the executable.
 The archive is stored uncompressed by default: xz decoding of ~15 MB costs
 ~300 ms per call (measured), copying it costs a few ms.
+
+Build id: after wrapping, a section BUILDID_SECTION is added with
+"v1\nid=<sha256 of the whole wrapped file>\napp=<name>\npyi-home=<dir>\n".
+The patched bootloader uses the id as the key of its cached unpack (no hashing
+at run time), `app` names the cache dirs (/var/lib/<app>/cache, ...), and
+`pyi-home` (PyInstaller 6 onedir only: its contents directory) lets it preset
+PyInstaller's environment so that PyInstaller skips its restart.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
+import re
+import tempfile
 from collections.abc import Iterator
 from os.path import basename, isdir, isfile, join, relpath
 from typing import Any
@@ -32,6 +42,47 @@ from staticx.hooks import run_hooks
 from staticx.constants import ARCHIVE_SECTION
 from staticx.elf import elf_add_section
 from staticx.utils import move_file
+
+
+BUILDID_SECTION = ".staticx.buildid"
+
+
+def pyinstaller_home(exe: str) -> str | None:
+    """Contents directory of a PyInstaller >= 6 onedir executable ("_internal",
+    "."), or None if exe is not one whose restart we know how to skip."""
+    with open(exe, "rb") as f:
+        if b"_PYI_PARENT_PROCESS_LEVEL" not in f.read():
+            return None  # not PyInstaller 6's bootloader
+    try:
+        from PyInstaller.archive.readers import CArchiveReader
+        options = CArchiveReader(exe).options
+    except Exception as e:  # noqa: BLE001 - any failure: just keep the restart
+        logging.warning("cannot read PyInstaller options of %s: %s", exe, e)
+        return None
+    for opt in options:
+        if opt.startswith("pyi-contents-directory "):
+            return opt.split(" ", 1)[1] or "."
+    return "."
+
+
+def add_build_id(path: str, app: str, pyi_home: str | None) -> str:
+    """Add BUILDID_SECTION to the wrapped ELF at path; returns the id."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,31}", app):
+        raise SystemExit(f"sxbundle: unusable app name {app!r} (use --app)")
+    text = f"v1\nid={h.hexdigest()}\napp={app}\n"
+    if pyi_home and (pyi_home == "." or re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,126}", pyi_home)):
+        text += f"pyi-home={pyi_home}\n"
+    with tempfile.NamedTemporaryFile("w", prefix="sxbuildid-", delete=False) as t:
+        t.write(text)
+    try:
+        elf_add_section(path, BUILDID_SECTION, t.name)
+    finally:
+        os.unlink(t.name)
+    return h.hexdigest()
 
 
 def find_onedir(path: str) -> tuple[str, str] | None:
@@ -130,6 +181,9 @@ def main() -> None:
                     help="xz-compress the archive (smaller file, much slower start-up)")
     ap.add_argument("--strip", action="store_true", help="strip bundled host libraries")
     ap.add_argument("--debug", action="store_true", help="use staticx's debug bootloader")
+    ap.add_argument("--app", help="name of the cache dirs (default: the program's file name)")
+    ap.add_argument("--no-pyi-preset", action="store_true",
+                    help="do not let the bootloader skip PyInstaller's onedir restart")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -147,10 +201,14 @@ def main() -> None:
         gen = StaticxGenerator(args.input, strip=args.strip, compress=args.compress, debug=args.debug)
     with gen:
         gen.generate(output=tmp_out)
+    prog = od[1] if od else args.input
+    pyi_home = None if (args.no_pyi_preset or not od) else pyinstaller_home(od[1])
+    build_id = add_build_id(tmp_out, args.app or basename(prog), pyi_home)
     os.chmod(tmp_out, 0o755)
     os.replace(tmp_out, args.output)
     print(f"sxbundle: wrote {args.output} ({os.path.getsize(args.output)} bytes, "
-          f"{'onedir' if od else 'onefile/plain'} input)")
+          f"{'onedir' if od else 'onefile/plain'} input, build id {build_id[:16]}, "
+          f"pyi-home {pyi_home or '-'})")
 
 
 if __name__ == "__main__":

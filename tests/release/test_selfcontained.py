@@ -12,6 +12,9 @@ See build/static/README.md for the design these tests check:
     $TMPDIR, /tmp, /var/tmp, /dev/shm, <dir of the binary> that is writable and
     not mounted noexec; the directory is removed after every call;
   * a directory left by a SIGKILLed call is removed by the next call.
+These are the properties of the per-call mode (the fallback when the cached
+unpack cannot be used), so every call here sets STATICX_NO_CACHE=1;
+tests/release/test_cache.py covers the cache.
 """
 from __future__ import annotations
 
@@ -62,9 +65,12 @@ if not BIN.is_file():
 
 
 # ----------------------------------------------------------------- helpers
+NO_CACHE = {"STATICX_NO_CACHE": "1"}  # per-call mode: what this file checks
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """containerd-like environment: no TMPDIR."""
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    """containerd-like environment: no TMPDIR (and no cache)."""
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **NO_CACHE}
     env.update(extra)
     return env
 
@@ -164,7 +170,7 @@ def test_chroot_only_proc(tmp_path: Path) -> None:
     (root / "runproc").chmod(0o755)
 
     script = f'mount -t proc proc "{root}/proc"\nexec chroot "{root}" /runproc --version'
-    r = in_mountns(script, env={})
+    r = in_mountns(script, env=dict(NO_CACHE))
     check_version(r)
     wait_empty_of_bundles(root / "tmp", "--version")
     assert not os.listdir(root / "tmp"), f"left in /tmp: {os.listdir(root / 'tmp')}"
@@ -182,7 +188,7 @@ def test_chroot_only_proc(tmp_path: Path) -> None:
     }))
     script = (f'mount -t proc proc "{root}/proc"\n'
               f'exec chroot "{root}" /runproc --root /tmp/runproc-state run --bundle /bundle selfcontained-test')
-    r = in_mountns(script, env={})
+    r = in_mountns(script, env=dict(NO_CACHE))
     assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
     assert "runproc version" in r.stdout, r.stdout
     wait_empty_of_bundles(root / "tmp", "run")
@@ -198,7 +204,7 @@ def test_chroot_noexec_tmp(tmp_path: Path) -> None:
     script = (f'mount -t proc proc "{root}/proc"\n'
               f'mount -t tmpfs -o noexec,nosuid,nodev tmpfs "{root}/tmp"\n'
               f'exec chroot "{root}" /runproc --version')
-    check_version(in_mountns(script, env={}))
+    check_version(in_mountns(script, env=dict(NO_CACHE)))
     wait_empty_of_bundles(root, "--version")
     assert sorted(os.listdir(root)) == ["proc", "runproc", "tmp"], os.listdir(root)
 
