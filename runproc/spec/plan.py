@@ -4,6 +4,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from runproc.spec.namespaces import NamespacePlan
     from runproc.spec.rootfs import RootfsPlan
     from runproc.spec.security import SecurityPlan
 
@@ -26,6 +27,7 @@ class ContainerPlan:
         "rootfs",
         "host_mode",
         "annotations",
+        "namespaces",
         "rootfs_setup",
         "security",
     )
@@ -47,6 +49,7 @@ class ContainerPlan:
         self.annotations: dict[str, str] = {}
         # The linux sections, each planned by its own module in runproc.spec
         # (None: the section does not apply, e.g. host mode or no mount namespace).
+        self.namespaces: NamespacePlan | None = None  # namespaces, id maps, hostname, sysctl
         self.rootfs_setup: RootfsPlan | None = None  # mounts, devices, masked/readonly paths, propagation
         self.security: SecurityPlan | None = None  # capabilities, seccomp, LSM labels, oom, scheduling
 

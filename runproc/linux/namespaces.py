@@ -1,0 +1,204 @@
+"""Entering the container's namespaces: joined ones by path, new ones by unshare.
+
+Two kinds take effect only for the caller's children: pid and time. create
+enters those itself just around the fork of the init (`for_children`), so
+that the init is born in them (pid 1 of a new pid namespace) while create
+itself, and whatever it runs later, stays in the host's. The init then
+enters the others itself (`enter`): joins first, then unshares, as runc does.
+Joined paths are opened and their type checked at create, before any fork.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from runproc.errors import RunprocError
+from runproc.fsutil import os_error_text
+from runproc.linux import syscalls
+from runproc.spec.namespaces import NamespacePlan
+
+# The spec's namespace names -> clone(2) flags.
+CLONE_FLAGS = {
+    "user": syscalls.CLONE_NEWUSER,
+    "ipc": syscalls.CLONE_NEWIPC,
+    "uts": syscalls.CLONE_NEWUTS,
+    "network": syscalls.CLONE_NEWNET,
+    "pid": syscalls.CLONE_NEWPID,
+    "mount": syscalls.CLONE_NEWNS,
+    "cgroup": syscalls.CLONE_NEWCGROUP,
+    "time": syscalls.CLONE_NEWTIME,
+}
+_NAMES = {flag: name for name, flag in CLONE_FLAGS.items()}
+# /proc/self/ns/<link> of each type.
+PROC_LINKS = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid": "pid", "mount": "mnt",
+              "cgroup": "cgroup", "time": "time"}
+FOR_CHILDREN = ("pid", "time")
+NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: its CLONE_NEW* type
+
+
+def open_joined(plan: NamespacePlan) -> dict[str, int]:
+    """Open every namespace the spec joins by path, checking that it is one of the stated type.
+
+    Returns type -> fd (close-on-exec). On error nothing stays open.
+    """
+    opened: dict[str, int] = {}
+    try:
+        for namespace in plan.namespaces:
+            if namespace.path:
+                opened[namespace.type] = _open_namespace(namespace.type, namespace.path)
+    except BaseException:
+        close_all(opened)
+        raise
+    return opened
+
+
+def _open_namespace(kind: str, path: str) -> int:
+    where = f"linux.namespaces (type {kind}): path {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as err:
+        raise RunprocError(f"{where}: {os_error_text(err)}") from None
+    try:
+        actual = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        os.close(fd)
+        raise RunprocError(f"{where}: not a namespace") from None
+    if actual != CLONE_FLAGS[kind]:
+        os.close(fd)
+        found = _NAMES.get(actual, f"0x{actual:x}")
+        raise RunprocError(f"{where}: is a {found} namespace, not a {kind} namespace")
+    return fd
+
+
+def close_all(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()
+
+
+def kernel_has(kind: str) -> bool:
+    return os.path.exists(f"/proc/self/ns/{PROC_LINKS[kind]}")
+
+
+def check_kernel_support(plan: NamespacePlan) -> None:
+    for namespace in plan.namespaces:
+        if not kernel_has(namespace.type):
+            raise RunprocError(f"linux.namespaces: {namespace.type} namespaces aren't enabled in the kernel")
+
+
+class ForChildren:
+    """Enter the pid and time namespaces of the next child (as a `with` around os.fork).
+
+    unshare(CLONE_NEWPID) or setns() on a pid namespace changes only where the
+    caller's *children* go; on leaving, the caller points its children back at
+    its own namespaces, so nothing it forks later lands in the container's.
+    """
+
+    def __init__(self, plan: NamespacePlan, joined: dict[str, int]) -> None:
+        self.plan = plan
+        self.joined = joined
+        self.restore: dict[str, int] = {}
+
+    def __enter__(self) -> ForChildren:
+        try:
+            for kind in FOR_CHILDREN:
+                namespace = self.plan.get(kind)
+                if namespace is None:
+                    continue
+                self.restore[kind] = os.open(f"/proc/self/ns/{PROC_LINKS[kind]}", os.O_RDONLY | os.O_CLOEXEC)
+                _enter(kind, self.joined.get(kind))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for kind, fd in self.restore.items():
+            try:
+                syscalls.setns(fd, CLONE_FLAGS[kind])
+            finally:
+                os.close(fd)
+        self.restore.clear()
+
+
+def enter(plan: NamespacePlan, joined: dict[str, int]) -> None:
+    """In the init: join the namespaces given by path, then make the new ones (pid and time excepted).
+
+    User namespaces are not entered here: they need the parent to write the id
+    maps, which the caller arranges before this.
+    """
+    new_flags = 0
+    for namespace in plan.namespaces:
+        if namespace.type in FOR_CHILDREN or namespace.type == "user":
+            continue
+        if namespace.path:
+            _enter(namespace.type, joined[namespace.type])
+        else:
+            new_flags |= CLONE_FLAGS[namespace.type]
+    if new_flags:
+        try:
+            syscalls.unshare(new_flags)
+        except OSError as err:
+            names = ", ".join(name for flag, name in _NAMES.items() if new_flags & flag)
+            raise RunprocError(f"linux.namespaces: unshare ({names}): {os_error_text(err)}") from None
+
+
+def _enter(kind: str, fd: int | None) -> None:
+    """setns to a joined namespace (fd), or unshare a new one (fd None)."""
+    try:
+        if fd is None:
+            syscalls.unshare(CLONE_FLAGS[kind])
+        else:
+            syscalls.setns(fd, CLONE_FLAGS[kind])
+    except OSError as err:
+        action = "unshare" if fd is None else "join"
+        raise RunprocError(f"linux.namespaces: {action} {kind} namespace: {os_error_text(err)}") from None
+
+
+def set_names(plan: NamespacePlan) -> None:
+    """hostname and domainname, in the container's UTS namespace."""
+    try:
+        if plan.hostname:
+            syscalls.sethostname(plan.hostname)
+        if plan.domainname:
+            syscalls.setdomainname(plan.domainname)
+    except OSError as err:
+        raise RunprocError(f"sethostname/setdomainname: {os_error_text(err)}") from None
+
+
+def write_sysctls(plan: NamespacePlan) -> None:
+    """linux.sysctl, written through the container's own /proc/sys (after the rootfs is set up)."""
+    for key, value in plan.sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise RunprocError(f"linux.sysctl: write {key}={value}: {os_error_text(err)}") from None
+
+
+def write_id_maps(pid: int, plan: NamespacePlan) -> None:
+    """uid_map and gid_map of a process in a new user namespace; setgroups denied first, as the kernel requires
+    for an unprivileged writer."""
+    try:
+        if os.geteuid() != 0:
+            _write_proc(pid, "setgroups", "deny")
+        _write_proc(pid, "uid_map", "".join(m.line() for m in plan.uid_mappings))
+        _write_proc(pid, "gid_map", "".join(m.line() for m in plan.gid_mappings))
+    except OSError as err:
+        raise RunprocError(f"linux.uidMappings/gidMappings: write id maps of {pid}: {os_error_text(err)}") from None
+
+
+def _write_proc(pid: int, name: str, text: str) -> None:
+    fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
