@@ -183,3 +183,33 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[n].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _check(_syscall(SYS_CAPSET, ctypes.byref(header), data))
 
+
+
+# seccomp(2): load a classic BPF program as this thread's filter.
+SYS_SECCOMP = 317
+SECCOMP_SET_MODE_FILTER = 1
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_mode_filter(program: bytes, flags: int) -> int:
+    """Install `program` (struct sock_filter[], 8 bytes each); returns what seccomp(2) returns."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    return _check(_syscall(SYS_SECCOMP, ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
+                           ctypes.byref(prog)))
+
+
+class _SchedAttr(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("policy", ctypes.c_uint32), ("flags", ctypes.c_uint64),
+                ("nice", ctypes.c_int32), ("priority", ctypes.c_uint32), ("runtime", ctypes.c_uint64),
+                ("deadline", ctypes.c_uint64), ("period", ctypes.c_uint64)]
+
+
+def sched_setattr(pid: int, policy: int, flags: int, nice: int, priority: int,
+                  runtime: int = 0, deadline: int = 0, period: int = 0) -> None:
+    """sched_setattr(2) with SCHED_ATTR_SIZE_VER0 (no utilization clamps)."""
+    attr = _SchedAttr(ctypes.sizeof(_SchedAttr), policy, flags, nice, priority, runtime, deadline, period)
+    _check(_syscall(SYS_SCHED_SETATTR, ctypes.c_int(pid), ctypes.byref(attr), ctypes.c_uint(0)))
