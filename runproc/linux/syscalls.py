@@ -213,3 +213,34 @@ def sched_setattr(pid: int, policy: int, flags: int, nice: int, priority: int,
     """sched_setattr(2) with SCHED_ATTR_SIZE_VER0 (no utilization clamps)."""
     attr = _SchedAttr(ctypes.sizeof(_SchedAttr), policy, flags, nice, priority, runtime, deadline, period)
     _check(_syscall(SYS_SCHED_SETATTR, ctypes.c_int(pid), ctypes.byref(attr), ctypes.c_uint(0)))
+
+
+# statfs(2) and mount_setattr(2), for the root filesystem (runproc.linux.mounts).
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("f_bsize", ctypes.c_long), ("f_blocks", ctypes.c_ulong),
+                ("f_bfree", ctypes.c_ulong), ("f_bavail", ctypes.c_ulong), ("f_files", ctypes.c_ulong),
+                ("f_ffree", ctypes.c_ulong), ("f_fsid", ctypes.c_int * 2), ("f_namelen", ctypes.c_long),
+                ("f_frsize", ctypes.c_long), ("f_flags", ctypes.c_long), ("f_spare", ctypes.c_long * 4)]
+
+
+def statfs_type(path: str) -> int:
+    """The file system's magic number (f_type of statfs(2)); os.statvfs lacks it."""
+    buf = _Statfs()
+    _check(_libc.statfs(_path(path), ctypes.byref(buf)))
+    return buf.f_type & 0xFFFFFFFF
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(dir_fd: int, path: str, flags: int, attr_set: int, attr_clr: int) -> None:
+    """mount_setattr(2) (Linux 5.12+) without propagation or id-mapping changes."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    _check(_syscall(SYS_MOUNT_SETATTR, ctypes.c_int(dir_fd), _path(path), ctypes.c_uint(flags),
+                    ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))))
