@@ -184,7 +184,6 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _check(_syscall(SYS_CAPSET, ctypes.byref(header), data))
 
 
-
 # seccomp(2): load a classic BPF program as this thread's filter.
 SYS_SECCOMP = 317
 SECCOMP_SET_MODE_FILTER = 1
