@@ -73,6 +73,12 @@ COMMANDS: dict[str, CommandSpec] = {
         ("id",),
         1,
     ),
+    "spec": CommandSpec(
+        "write runc's default config.json into the bundle",
+        {"--bundle": ("bundle", True), "-b": ("bundle", True), "--rootless": ("rootless", False)},
+        (),
+        0,
+    ),
     "run": CommandSpec(
         "create and start a container, then wait for it to exit",
         {
@@ -226,7 +232,7 @@ def command_usage(command: str) -> str:
 def _arguments_text(spec: CommandSpec) -> str:
     """ID [BUNDLE]: required positionals bare, optional ones in brackets."""
     names = [name.upper() if n < spec.required else f"[{name.upper()}]" for n, name in enumerate(spec.positionals)]
-    return " ".join(names)
+    return " ".join(names) or "none"
 
 
 def version_text() -> str:

@@ -61,17 +61,20 @@ def loads(data: bytes | str) -> object:
     return value
 
 
-def dumps(value: object, indent: int | None = None) -> str:
+def dumps(value: object, indent: int | str | None = None) -> str:
     """Serialise dicts, lists, strings, numbers, booleans and None (ASCII-escaped, like json.dumps).
 
-    With `indent`, the layout of json.dumps(value, indent=indent).
+    With `indent` (a number of spaces, or a string such as a tab), the layout of
+    json.dumps(value, indent=indent).
     """
+    if isinstance(indent, int):
+        indent = " " * indent
     chunks: list[str] = []
     _write(value, chunks, indent, 0)
     return "".join(chunks)
 
 
-def _write(value: object, out: list[str], indent: int | None, level: int) -> None:
+def _write(value: object, out: list[str], indent: str | None, level: int) -> None:
     if isinstance(value, str):
         out.append(_encode_string(value))
     elif value is True:
@@ -99,11 +102,11 @@ def _write(value: object, out: list[str], indent: int | None, level: int) -> Non
 
 
 def _write_container(items: list[tuple[str, object]], opening: str, closing: str, out: list[str],
-                     indent: int | None, level: int) -> None:
+                     indent: str | None, level: int) -> None:
     if not items:
         out.append(opening + closing)
         return
-    inner = "\n" + " " * (indent * (level + 1)) if indent is not None else ""
+    inner = "\n" + indent * (level + 1) if indent is not None else ""
     separator = "," + inner if indent is not None else ", "
     out.append(opening + inner)
     for n, (prefix, item) in enumerate(items):
@@ -111,4 +114,4 @@ def _write_container(items: list[tuple[str, object]], opening: str, closing: str
             out.append(separator)
         out.append(prefix)
         _write(item, out, indent, level + 1)
-    out.append(("\n" + " " * (indent * level) if indent is not None else "") + closing)
+    out.append(("\n" + indent * level if indent is not None else "") + closing)
