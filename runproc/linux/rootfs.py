@@ -86,9 +86,10 @@ def setup_rootfs(setup: RootfsPlan, rootfs: str, *, user_namespace: bool, no_piv
             devices.reopen_dev_null()
         except OSError as err:
             raise RootfsError(f"reopening /dev/null inside container: {os_error_text(err)}") from None
-    # linux.rootfsPropagation on the container's "/" itself, as later runc versions do
-    # (runc 1.1.5 applies it only to the host's mounts, before the pivot; see prepare_root).
-    flag = setup.propagation
+    # linux.rootfsPropagation on the container's "/" mount itself (not recursively: the
+    # mounts' own propagation options stay). runc 1.1.5 applies it only to the host's
+    # mounts before the pivot (see prepare_root), so "/" ends up private even for shared.
+    flag = setup.propagation & ~MS_REC
     if flag and not flag & MS_PRIVATE:
         try:
             syscalls.mount(None, "/", None, flag)

@@ -1,6 +1,6 @@
 """Runs runproc's rootfs set-up for a bundle as the init would, then execs process.args.
 
-    unshare --mount --pid --fork ... python3 tests/linux/rootfs_harness.py BUNDLE [--no-pivot] [--bind-devices]
+    unshare --mount --pid --fork ... python3 tests/linux/rootfs_harness.py BUNDLE [--no-pivot] [--bind-devices] [--no-openat2]
 
 Meant to be started by the tests inside fresh namespaces (see rootfs_testlib.run_harness).
 It is not the init: no user switch, capabilities or seccomp, only what the root
@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from runproc.errors import RunprocError  # noqa: E402
+from runproc.linux import paths  # noqa: E402
 from runproc.linux.rootfs import finalize_rootfs, restrict_paths, setup_rootfs  # noqa: E402
 from runproc.spec import plan_from_config  # noqa: E402
 from runproc.spec.rootfs import apply_rootfs  # noqa: E402
@@ -26,6 +27,8 @@ def main() -> None:
     bundle = os.path.abspath(sys.argv[1])
     no_pivot = "--no-pivot" in sys.argv
     bind_devices = "--bind-devices" in sys.argv
+    if "--no-openat2" in sys.argv:
+        paths._openat2_ok = False  # the component-by-component walk, as on kernels before 5.6
     with open(os.path.join(bundle, "config.json"), encoding="utf-8") as stream:
         config = json.load(stream)
     try:
