@@ -192,7 +192,11 @@ def per_call_dirs(ns: Ns) -> list[str]:
 
 
 def is_ro_mount(ns: Ns, path: str) -> bool:
-    return any(mp == path and "ro" in opts.split(",") for mp, opts in ns.mounts())
+    """What the namespace sees at path is a read-only mount point.  (Not by
+    mountinfo alone: the host's own cache mounts are listed there too, hidden
+    under our tmpfs, possibly at the same path.)"""
+    ro = os.statvfs(ns.p(path)).f_flag & os.ST_RDONLY
+    return bool(ro) and os.path.ismount(ns.p(path))
 
 
 def plant_entry(ns: Ns, root: str, name: str, marker: str, *, owner: int = 0,
@@ -234,6 +238,7 @@ def test_miss_then_hit_as_root(ns_factory: Any) -> None:
     r = ns.runproc("--version")
     check_version(r)
     assert "populating" in r.stderr, r.stderr
+    assert f"keeping {name}" not in r.stderr, "tried to collect its own new entry"
     assert entries(ns, ROOT_CACHE) == [name]
     assert scratch(ns, ROOT_CACHE) == []
     assert not per_call_dirs(ns), per_call_dirs(ns)
@@ -269,6 +274,20 @@ def test_miss_then_hit_as_root(ns_factory: Any) -> None:
                env=env_for(STATICX_PYI_RESTART="1"))
     check_version(r)
     assert len(re.findall(r"\b(execve|execveat)\(", ns.p(trace).read_text())) == 3
+
+
+def test_root_entry_remounted_read_only(ns_factory: Any) -> None:
+    """A root entry that is not a read-only mount (reboot, other namespace) is
+    not run as is: the call re-applies the mount (no new unpack)."""
+    ns = ns_factory()
+    entry = f"{ROOT_CACHE}/{entry_name(BIN)}"
+    check_version(ns.runproc("--version"))
+    ns.sh(f"umount -l {entry}")
+    assert not is_ro_mount(ns, entry)
+    r = ns.runproc("--version")
+    check_version(r)
+    assert "populating" not in r.stderr and "miss: " in r.stderr, r.stderr
+    assert is_ro_mount(ns, entry), ns.mounts()
 
 
 def test_hit_as_nobody_and_disable(ns_factory: Any) -> None:
