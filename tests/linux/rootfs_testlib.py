@@ -10,7 +10,10 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 HARNESS = Path(__file__).resolve().parent / "rootfs_harness.py"
 REPO = HARNESS.parents[2]
@@ -99,3 +102,11 @@ def host_mountinfo() -> list[str]:
     """The host's mount table, less mounts that come and go for reasons of their own."""
     lines = Path("/proc/self/mountinfo").read_text().splitlines()
     return [line for line in lines if not line.split()[4].startswith(FOREIGN_MOUNTS)]
+
+
+@pytest.fixture(autouse=True)
+def host_untouched() -> Iterator[None]:
+    """Nothing a test does may show in the host's mount table afterwards (import it into the test module)."""
+    before = host_mountinfo()
+    yield
+    assert host_mountinfo() == before, "the host's mount table changed"

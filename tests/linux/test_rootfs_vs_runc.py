@@ -16,20 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rootfs_testlib import base_config, host_mountinfo, make_bundle, normalize_ls, normalize_mountinfo, run_harness, run_runc
+from rootfs_testlib import host_untouched  # noqa: F401 - autouse fixture
+from rootfs_testlib import base_config, make_bundle, normalize_ls, normalize_mountinfo, run_harness, run_runc
 
 pytestmark = pytest.mark.root
 if os.geteuid() != 0:
     pytest.fail("tests/linux/test_rootfs_vs_runc.py must run as root", pytrace=False)
 
 WALKS = [[], ["--no-openat2"]]
-
-
-@pytest.fixture(autouse=True)
-def host_untouched() -> Iterator[None]:
-    before = host_mountinfo()
-    yield
-    assert host_mountinfo() == before, "the host's mount table changed"
 
 
 @pytest.fixture(scope="module")
