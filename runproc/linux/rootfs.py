@@ -1,12 +1,18 @@
 """The container's root filesystem, set up in the init as runc 1.1 does it.
 
-Three calls, in the init, in runc's order (see setup_rootfs for where each runs):
+Three calls, in the init, in runc's order (runc's standard_init_linux.go):
 
-    setup_rootfs(setup, rootfs, user_namespace=..., no_pivot=...)
-        # hostname
-    finalize_rootfs(setup)
-        # sysctl
-    restrict_paths(setup)
+    setup_rootfs(setup, rootfs, user_namespace=..., no_pivot=...)   # prepareRootfs
+        # (console / setctty here)
+    finalize_rootfs(setup)                                          # finalizeRootfs
+        # hostname, domainname, apparmor, sysctl
+    restrict_paths(setup)                                           # readonlyPaths, then maskedPaths
+        # then capabilities, user switch, seccomp, exec
+
+All three run as root of the container's user namespace (before the user
+switch), in the container's mount namespace; only setup_rootfs needs the
+host's /proc (it reads /proc/self/mountinfo, /proc/self/cgroup and checks
+/proc/self/fd/N), the other two run inside the new root.
 
 Everything this needs is imported here, at module level: after the pivot the
 frozen binary's files are out of reach.
@@ -19,7 +25,7 @@ import os
 import time
 
 from runproc.fsutil import os_error_text
-from runproc.linux import devices, paths, syscalls
+from runproc.linux import devices, syscalls
 from runproc.linux.mounts import MountContext, RootfsError, mount_entry, read_mountinfo
 from runproc.linux.paths import Root
 from runproc.spec.mounts import (
