@@ -55,6 +55,8 @@ def run_harness(bundle: Path, *flags: str, env: dict[str, str] | None = None) ->
     config = json.loads((bundle / "config.json").read_text())
     kinds = [ns["type"] for ns in config.get("linux", {}).get("namespaces", [])]
     unshare = ["unshare", "--propagation", "unchanged"]
+    if "user" in kinds:
+        unshare += ["--user", "--map-root-user"]  # first: the other namespaces are then owned by it
     unshare += [UNSHARE_FLAGS[kind] for kind in kinds if kind in UNSHARE_FLAGS]
     if "pid" in kinds:
         unshare.append("--fork")
@@ -94,14 +96,23 @@ def normalize_ls(text: str) -> list[str]:
     return [re.sub(" +", " ", _LS_TIME.sub(" ", line)) for line in text.splitlines() if not line.startswith("total ")]
 
 
-# Mounts other work on this machine makes and removes meanwhile (the frozen binary's unpack cache).
-FOREIGN_MOUNTS = ("/var/lib/runproc/",)
+# Where a leak of the rootfs set-up would show: the tests' own directories (bundles,
+# rootfs copies, host directories a symlink may point to) and the host's system
+# directories. Other work on this machine (containerd, the binary's unpack cache)
+# mounts and unmounts elsewhere meanwhile.
+SYSTEM_DIRS = ("/etc", "/proc", "/sys", "/dev", "/usr", "/bin", "/sbin", "/lib", "/root", "/home")
 
 
-def host_mountinfo() -> list[str]:
-    """The host's mount table, less mounts that come and go for reasons of their own."""
+def host_mountinfo(test_dirs: str = "/tmp/pytest-of-") -> list[str]:
+    """The part of the host's mount table the rootfs set-up could leak into."""
     lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    return [line for line in lines if not line.split()[4].startswith(FOREIGN_MOUNTS)]
+    kept = []
+    for line in lines:
+        point = line.split()[4]
+        if point == "/" or point.startswith(test_dirs) or any(
+                point == top or point.startswith(top + "/") for top in SYSTEM_DIRS):
+            kept.append(line)
+    return kept
 
 
 @pytest.fixture(autouse=True)

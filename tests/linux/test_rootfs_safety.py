@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,34 @@ def test_devices_bound_in_a_user_namespace(tmp_path: Path, busybox_rootfs: Path,
     bound_points = sorted(mount_points("\n".join(line for line in bound.stdout.splitlines() if " - " in line)))
     assert bound_points == ["/dev/full", "/dev/loop-control", "/dev/null", "/dev/random", "/dev/tty",
                             "/dev/urandom", "/dev/zero"]
+
+
+@pytest.fixture
+def locked_source(tmp_path: Path) -> Iterator[Path]:
+    """A host mount with nosuid, nodev and noexec: locked for a user namespace that binds it."""
+    where = tmp_path / "locked"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "nosuid,nodev,noexec,size=1m", "locked", str(where)], check=True)
+    try:
+        (where / "file").write_text("x")
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def test_user_namespace_bind_keeps_locked_flags(tmp_path: Path, busybox_rootfs: Path, spec_config: dict,
+                                                locked_source: Path) -> None:
+    """In a user namespace a read-only bind remount must keep the source's locked flags (else EPERM)."""
+    config = copy.deepcopy(spec_config)
+    config["linux"]["namespaces"].append({"type": "user"})
+    for m in config["mounts"]:  # gid 5 is not mapped in the test's user namespace
+        m["options"] = [option for option in m.get("options", []) if option != "gid=5"]
+    mounts = [{"destination": "/locked", "source": str(locked_source), "options": ["rbind", "ro"]},
+              {"destination": "/locked-nosuid", "source": str(locked_source), "options": ["bind", "ro", "nosuid"]}]
+    bundle = bundle_with(tmp_path, busybox_rootfs, config, mounts, "cat /proc/self/mountinfo; cat /locked/file")
+    result = run_harness(bundle, "--bind-devices")
+    assert result.returncode == 0, result.stderr
+    options = {line.split()[4]: line.split()[5] for line in result.stdout.splitlines() if " - " in line}
+    assert options["/locked"] == "ro,nosuid,nodev,noexec,relatime"
+    assert options["/locked-nosuid"] == "ro,nosuid,nodev,noexec,relatime"
+    assert options["/dev/null"].startswith("rw") and result.stdout.endswith("x")
