@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import select
+import stat
 import time
 
 from runproc.errors import RunprocError
-from runproc.fsutil import os_error_text, write_atomic
+from runproc.fsutil import os_error_text, write_file_atomic
 from runproc.kernel import (
-    process_alive,
     process_start_time,
     signal_all,
     signal_process,
@@ -18,16 +19,16 @@ from runproc.kernel import (
 )
 from runproc.spec import ContainerPlan, load_plan
 from runproc.state import (
+    EXEC_FIFO,
     ContainerRecord,
     LockedContainer,
     StateStore,
-    remove_directory,
     rfc3339_nano,
     validate_id,
 )
 
-# How long start waits for the init to confirm it is past the fifo.
-START_TIMEOUT = 10.0
+# How long start waits for the init to exec once it has the go.
+START_TIMEOUT = 10
 
 
 def resolve_bundle(bundle: str | bool | None) -> str:
@@ -40,10 +41,17 @@ def check_pid_file(pid_file: str | bool | None) -> str | None:
     if not isinstance(pid_file, str) or not pid_file:
         return None
     path = os.path.abspath(pid_file)
-    if not os.path.isdir(os.path.dirname(path)):
-        raise RunprocError(f"pid file {path}: directory {os.path.dirname(path)} does not exist")
-    if os.path.isdir(path):
-        raise RunprocError(f"pid file {path} is a directory")
+    directory = os.path.dirname(path)
+    try:
+        if not stat.S_ISDIR(os.stat(directory).st_mode):
+            raise RunprocError(f"pid file {path}: {directory} is not a directory")
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            raise RunprocError(f"pid file {path} is a directory")
+    except FileNotFoundError:
+        if not os.path.isdir(directory):
+            raise RunprocError(f"pid file {path}: directory {directory} does not exist") from None
+    except OSError as err:
+        raise RunprocError(f"pid file {path}: {os_error_text(err)}") from None
     return path
 
 
@@ -92,14 +100,14 @@ def create_container(
         try:
             init = InitProcess(plan, lock, preserve_fds)
             init.wait_ready()
-            record = ContainerRecord(container_id, lock.directory)
+            record = ContainerRecord(container_id, lock.directory, lock.fd)
             record.pid = init.pid
             record.start_time = process_start_time(init.pid)
             record.bundle = plan.bundle
             record.rootfs = plan.rootfs
             record.created = rfc3339_nano(time.time_ns())
             record.annotations = plan.annotations
-            store.save(record)
+            store.save(lock, record)
             if pid_file:
                 _write_pid_file(pid_file, init.pid)
             init.go_ahead()
@@ -107,14 +115,18 @@ def create_container(
         except BaseException:
             if init is not None:
                 init.abort()
-            remove_directory(lock.directory)
+            store.remove(lock)
             raise
 
 
 def _write_pid_file(path: str, pid: int) -> None:
     try:
-        # Bare digits, no newline: containerd parses the whole file as one integer.
-        write_atomic(path, str(pid).encode(), 0o666)  # less the umask, as runc
+        dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            # Bare digits, no newline: containerd parses the whole file as one integer.
+            write_file_atomic(dir_fd, os.path.basename(path), str(pid).encode(), 0o666)  # less the umask, as runc
+        finally:
+            os.close(dir_fd)
     except OSError as err:
         raise RunprocError(f"cannot write pid file {path}: {os_error_text(err)}") from None
 
@@ -123,12 +135,13 @@ class InitProcess:
     """The forked container init, seen from create: its pid and the two pipes to it."""
 
     def __init__(self, plan: ContainerPlan, lock: LockedContainer, preserve_fds: int) -> None:
+        # The init's end of the exec fifo: opened here, by create, so that the init
+        # never needs a path or a directory fd of the host to reach it (a fifo fd
+        # is no way out of the container: one cannot chdir or open beneath it).
+        fifo = os.open(EXEC_FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=lock.fd)
+        fds = [fifo, *os.pipe(), *os.pipe()]
         # Keep our own fds above any the caller asked to pass through (--preserve-fds).
         low = 3 + preserve_fds
-        # A fresh open of the directory, not a dup of the locked fd: a dup would share
-        # the flock, and the waiting init would hold the container locked.
-        fresh_dir_fd = os.open(lock.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        fds = [fresh_dir_fd, *os.pipe(), *os.pipe()]
         moved: list[int] = []
         try:
             for fd in fds:
@@ -140,19 +153,16 @@ class InitProcess:
         finally:
             for fd in fds:
                 os.close(fd)
-        dir_fd, report_r, report_w, go_r, go_w = moved
+        fifo, report_r, report_w, go_r, go_w = moved
         from runproc import init  # imported before fork: the child must not need to load it
 
         self.pid = os.fork()
         if self.pid == 0:
             try:
-                os.close(report_r)
-                os.close(go_w)
-                os.close(lock.fd)
-                init.container_init(plan, dir_fd, report_w, go_r, preserve_fds)
+                init.container_init(plan, init.InitChannels(report_w, go_r, fifo), preserve_fds)
             finally:
                 os._exit(1)
-        for fd in (dir_fd, report_w, go_r):
+        for fd in (fifo, report_w, go_r):
             os.close(fd)
         self.report_r: int | None = report_r
         self.go_w: int | None = go_w
@@ -201,30 +211,42 @@ def _reap(pid: int) -> None:
 
 
 def start_container(record: ContainerRecord) -> None:
-    """Release a created container's init into exec; returns once it has passed the fifo."""
+    """Release a created container's init into exec; returns once it has exec'd (or died).
+
+    The order makes "started" durable before the program can run: open the
+    fifo's write end (which fails if the init no longer waits), unlink the fifo
+    (from now on the container is running, or stopped), then write the go.
+    An init that sees its starter vanish without a go ends without running
+    the program. So a start killed anywhere leaves a container that is
+    created (killed before it opened the fifo), stopped, or running, never a
+    running program reported as created; and a second start fails at once.
+    """
     status = record.status()
     if status == "stopped":
         raise RunprocError("cannot start a container that has stopped")
     if status == "running":
         raise RunprocError("cannot start an already running container")
     try:
-        fifo = os.open(record.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fifo = os.open(EXEC_FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=record.dir_fd)
     except FileNotFoundError:
         raise RunprocError("cannot start an already running container") from None
+    except OSError as err:
+        if err.errno == errno.ENXIO:  # no reader: the init is gone, or going
+            raise RunprocError("cannot start a container that has stopped") from None
+        raise RunprocError(f"cannot open {record.directory}/{EXEC_FIFO}: {os_error_text(err)}") from None
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            readable, _, _ = select.select([fifo], [], [], 0.05)
-            if readable:
-                if os.read(fifo, 1) == b"0":
-                    break
-                raise RunprocError("the container init exited before running the program")
-            if not process_alive(record.pid, record.start_time):
-                raise RunprocError("cannot start a container that has stopped")
-            if time.monotonic() > deadline:
-                # The fifo stays: the container is still "created", not "running".
-                raise RunprocError("timed out waiting for the container init to start the program")
-        os.unlink(record.fifo_path)  # from now on a live init means "running"
+        if not stat.S_ISFIFO(os.fstat(fifo).st_mode):
+            raise RunprocError(f"{record.directory}/{EXEC_FIFO} is not a fifo: refused")
+        os.unlink(EXEC_FIFO, dir_fd=record.dir_fd)
+        try:
+            os.write(fifo, b"1")
+        except BrokenPipeError:
+            raise RunprocError("cannot start a container that has stopped") from None
+        # The init's end closes when it execs (close-on-exec) or dies.
+        poller = select.poll()
+        poller.register(fifo, 0)
+        if not poller.poll(START_TIMEOUT * 1000):
+            raise RunprocError(f"the container init did not run the program within {START_TIMEOUT} s")
     finally:
         os.close(fifo)
 
@@ -242,11 +264,11 @@ def kill_container(record: ContainerRecord, sig: int, all_processes: bool) -> No
         raise RunprocError("container not running")
 
 
-def destroy_container(record: ContainerRecord, force: bool) -> None:
-    """Delete a container: kill what is left of it and remove its record."""
+def destroy_container(store: StateStore, locked: LockedContainer, record: ContainerRecord, force: bool) -> None:
+    """Delete a locked container: kill what is left of it, then remove its directory."""
     if record.status() == "running" and not force:
         raise RunprocError(f"cannot delete container {record.id} that is not stopped: running")
     signal_all(record.pid, record.start_time, 9)
     if not wait_until_gone(record.pid, record.start_time, 5.0):
         raise RunprocError(f"container {record.id}: its process {record.pid} did not exit after SIGKILL")
-    remove_directory(record.directory)
+    store.remove(locked)

@@ -1,10 +1,12 @@
 """The container init: the forked child of create that becomes the user's program.
 
-It prepares everything that can fail (rlimits, chroot, cwd, finding the
-executable) and reports the outcome to create over a pipe. Then it blocks
-opening the exec fifo until `start` opens the other end, drops privileges and
-execs. After the report it imports nothing: create, and with it the frozen
-binary's unpacked files, may be gone by then.
+It prepares everything that can fail (its fds, chroot, cwd, finding the
+executable, rlimits) and reports the outcome to create over a pipe. It waits
+for create's go-ahead, then for start's go through the exec fifo (whose read
+end create opened for it), drops privileges and execs. After the report it
+imports nothing: create, and with it the frozen binary's unpacked files, may
+be gone by then. While it waits it holds only stdio, --preserve-fds, its three
+channels (pipes and a fifo) and the bootloader's lock: no fd of the caller.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from __future__ import annotations
 import _signal
 import os
 import resource
+import select
 import stat
 
 from runproc.fsutil import os_error_text
-from runproc.kernel import close_other_fds_on_exec
+from runproc.kernel import boot_lock_fd, close_fds_except
 from runproc.spec import ContainerPlan
-from runproc.state import EXEC_FIFO
+from runproc.spec.process import RLIMITS
+
+RLIMIT_NAMES = {number: name for name, number in RLIMITS.items()}
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,59 +59,171 @@ def _check_executable(path: str, name: str) -> None:
         raise InitError(f'exec: "{name}": permission denied')
 
 
-def _prepare(plan: ContainerPlan, euid: int) -> tuple[str, Callable[[], None] | None]:
-    """Everything that may fail before the program may run. Returns (executable, no_new_privs setter)."""
+class InitChannels:
+    """The fds create hands the init: report (to create), go (from create), exec fifo (from start)."""
+
+    __slots__ = ("report", "go", "exec_fifo")
+
+    def __init__(self, report: int, go: int, exec_fifo: int) -> None:
+        self.report = report
+        self.go = go
+        self.exec_fifo = exec_fifo  # the fifo's read end, opened by create
+
+
+class Launch:
+    """What the exec needs, all built before the rlimits apply (the init allocates nothing after)."""
+
+    __slots__ = ("executable", "args", "env", "no_new_privs", "start_poller")
+
+    def __init__(self, executable: str, plan: ContainerPlan, no_new_privs: Callable[[], None] | None,
+                 exec_fifo: int) -> None:
+        self.executable = executable
+        self.args = plan.args
+        self.env = _env_dict(plan.env)
+        self.no_new_privs = no_new_privs
+        self.start_poller = select.poll()
+        self.start_poller.register(exec_fifo, select.POLLIN)
+
+
+def container_init(plan: ContainerPlan, channels: InitChannels, preserve_fds: int) -> NoReturn:
+    """Run in the forked child; never returns."""
+    euid = os.geteuid()
+    try:
+        launch = _prepare(plan, channels, preserve_fds, euid)
+    except InitError as err:
+        _report_and_exit(channels.report, str(err))
+    except Exception as err:  # noqa: BLE001 - whatever it is, create must hear of it
+        _report_and_exit(channels.report, f"{type(err).__name__}: {err}")
+    os.write(channels.report, b"\0")
+    os.close(channels.report)
+    # create records us, then says go; if it dies first, we end too (no orphan waiting forever).
+    if os.read(channels.go, 1) != b"\1":
+        os._exit(1)
+    os.close(channels.go)
+    _wait_for_start(channels.exec_fifo, launch)
+    _exec(plan, launch, euid)
+
+
+def _prepare(plan: ContainerPlan, channels: InitChannels, preserve_fds: int, euid: int) -> Launch:
+    """The steps that may fail, in order: each failure is reported to create."""
+    _own_session_and_signals()
+    no_new_privs = _no_new_privs_setter(plan)
+    _keep_only_our_fds(channels, preserve_fds)
+    _enter_root_and_cwd(plan, euid)
+    os.umask(plan.umask)
+    if not plan.has_env("HOME"):
+        # As runc: HOME from the container's /etc/passwd, else "/".
+        plan.env = [*plan.env, f"HOME={home_directory(plan.uid if euid == 0 else euid)}"]
+    launch = Launch(_find_executable_as_user(plan, euid), plan, no_new_privs, channels.exec_fifo)
+    # Last: limits meant for the program (a small RLIMIT_AS or RLIMIT_NOFILE) must not
+    # starve the init's own work; after this it opens and allocates nothing new.
+    _apply_rlimits(plan, euid)
+    return launch
+
+
+def _own_session_and_signals() -> None:
     os.setsid()  # the container gets its own session: `kill --all` finds its processes by it
     # Python ignores SIGPIPE and SIGXFSZ and traps SIGINT; ignored signals survive exec.
     for signum in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT, _signal.SIGTERM):
         _signal.signal(signum, _signal.SIG_DFL)
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
-    no_new_privs = None
-    if plan.no_new_privileges:
-        # Before chroot: after it, the modules' files are out of reach.
-        from runproc.kernel import no_new_privs_setter
 
-        no_new_privs = no_new_privs_setter()
-    if euid == 0:
-        for kind, soft, hard in plan.rlimits:
-            try:
-                resource.setrlimit(kind, (soft, hard))
-            except (OSError, ValueError) as err:
-                raise InitError(f"setrlimit {kind}: {err}") from None
-    if plan.chroots(euid):
+
+def _no_new_privs_setter(plan: ContainerPlan) -> Callable[[], None] | None:
+    if not plan.no_new_privileges:
+        return None
+    # Loads ctypes now: after chroot (and with the caller's fds closed) modules are out of reach.
+    from runproc.kernel import no_new_privs_setter
+
+    return no_new_privs_setter()
+
+
+def _keep_only_our_fds(channels: InitChannels, preserve_fds: int) -> None:
+    """Close every fd but stdio, --preserve-fds, our channels and the bootloader's lock.
+
+    The caller's other fds (a directory of the host, say) must not be open
+    while we chdir into the container and wait: /proc/self/fd/N would lead
+    out through them. The bootloader's lock (kernel.BOOT_LOCK_ENV) stays, as
+    its contract asks, close-on-exec; the cwd check in _enter_root_and_cwd
+    keeps a path through it (it may be a directory) from being used.
+    """
+    preserved = range(3, 3 + preserve_fds)
+    keep = {0, 1, 2, channels.report, channels.go, channels.exec_fifo, *preserved}
+    boot_lock = boot_lock_fd()
+    if boot_lock is not None:
+        keep.add(boot_lock)
+    close_fds_except(keep)
+    for fd in preserved:
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    if boot_lock is not None:
+        os.set_inheritable(boot_lock, False)  # never the program's, even if among --preserve-fds
+
+
+def _enter_root_and_cwd(plan: ContainerPlan, euid: int) -> None:
+    chroots = plan.chroots(euid)
+    if chroots:
         try:
             os.chroot(plan.rootfs)
             os.chdir("/")
         except OSError as err:
             raise InitError(f"chroot {plan.rootfs}: {os_error_text(err)}") from None
-        # runc creates a missing cwd inside the container's root.
-        try:
-            os.makedirs(plan.cwd, 0o755, exist_ok=True)
-        except OSError:
-            pass
+        _make_cwd(plan.cwd)
     try:
         os.chdir(plan.cwd)
     except OSError as err:
         raise InitError(f"chdir to cwd ({plan.cwd!r}) set in config.json failed: {os_error_text(err)}") from None
-    os.umask(plan.umask)
-    if not plan.has_env("HOME"):
-        # As runc: HOME from the container's /etc/passwd, else "/".
-        plan.env = [*plan.env, f"HOME={home_directory(plan.uid if euid == 0 else euid)}"]
-    # Look the program up with the container user's permissions, as runc does
-    # after switching. The real switch comes after start: the fifo lives in
-    # root's state directory.
+    if chroots:
+        # A cwd reached through an fd of the host (/proc/self/fd/N) lies outside
+        # our root: getcwd fails for it (glibc: ENOENT for "(unreachable)").
+        try:
+            inside = os.getcwd().startswith("/")
+        except OSError:
+            inside = False
+        if not inside:
+            raise InitError(f"cwd ({plan.cwd!r}) set in config.json is outside the container's root: refused")
+
+
+def _make_cwd(cwd: str) -> None:
+    """runc creates a missing cwd inside the container's root. One level at a time, no recursion."""
+    path = ""
+    for part in cwd.split("/"):
+        if part:
+            path += "/" + part
+            try:
+                os.mkdir(path, 0o755)
+            except OSError:
+                pass  # there already, or the chdir that follows says what is wrong
+
+
+def _find_executable_as_user(plan: ContainerPlan, euid: int) -> str:
+    """Look the program up with the container user's permissions, as runc does after switching.
+
+    The real switch comes after start; until then the init stays root.
+    """
     switch_user = euid == 0 and (plan.uid or plan.gid)
     if switch_user:
         os.setgroups(plan.additional_gids)
         os.setegid(plan.gid)
         os.seteuid(plan.uid)
     try:
-        executable = find_executable(plan.args[0], plan.path_env())
+        return find_executable(plan.args[0], plan.path_env())
     finally:
         if switch_user:
             os.seteuid(0)
             os.setegid(0)
-    return executable, no_new_privs
+
+
+def _apply_rlimits(plan: ContainerPlan, euid: int) -> None:
+    if euid != 0:
+        return
+    for kind, soft, hard in plan.rlimits:
+        try:
+            resource.setrlimit(kind, (soft, hard))
+        except (OSError, ValueError) as err:
+            raise InitError(f"setrlimit {RLIMIT_NAMES.get(kind, kind)}: {err}") from None
 
 
 def home_directory(uid: int, passwd: str = "/etc/passwd") -> str:
@@ -134,41 +251,26 @@ def home_directory(uid: int, passwd: str = "/etc/passwd") -> str:
     return "/"
 
 
-def container_init(plan: ContainerPlan, state_dir_fd: int, report_fd: int, go_fd: int,
-                   preserve_fds: int) -> NoReturn:
-    """Run in the forked child; never returns."""
-    euid = os.geteuid()
+def _wait_for_start(exec_fifo: int, launch: Launch) -> None:
+    """Block until start writes its go into the fifo; end if start vanishes without one."""
+    launch.start_poller.poll()
     try:
-        close_other_fds_on_exec(3 + preserve_fds)
-        for fd in range(3, 3 + preserve_fds):
-            try:
-                os.set_inheritable(fd, True)
-            except OSError:
-                pass
-        executable, no_new_privs = _prepare(plan, euid)
-    except InitError as err:
-        _report_and_exit(report_fd, str(err))
-    except Exception as err:  # noqa: BLE001 - whatever it is, create must hear of it
-        _report_and_exit(report_fd, f"{type(err).__name__}: {err}")
-    os.write(report_fd, b"\0")
-    os.close(report_fd)
-    # create records us, then says go; if it dies first, we end too (no orphan waiting forever).
-    if os.read(go_fd, 1) != b"\1":
-        os._exit(1)
-    os.close(go_fd)
+        go = os.read(exec_fifo, 1)
+    except OSError:
+        go = b""
+    if go != b"1":
+        os._exit(1)  # start died before its go (the fifo is gone or not): never run the program
 
-    # Blocks until `start` opens the fifo for reading (openat: the fifo is outside our new root).
-    fifo = os.open(EXEC_FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_dir_fd)
-    os.close(state_dir_fd)
+
+def _exec(plan: ContainerPlan, launch: Launch, euid: int) -> NoReturn:
     try:
         if euid == 0:
             os.setgroups(plan.additional_gids)
             os.setgid(plan.gid)
             os.setuid(plan.uid)
-        if no_new_privs is not None:
-            no_new_privs()
-        os.write(fifo, b"0")  # tells start that the program is about to run
-        os.execve(executable, plan.args, _env_dict(plan.env))
+        if launch.no_new_privs is not None:
+            launch.no_new_privs()
+        os.execve(launch.executable, launch.args, launch.env)
     except Exception as err:  # noqa: BLE001 - past start, the container's stderr is all we have
         text = os_error_text(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
         os.write(2, f"runproc init: exec {plan.args[0]}: {text}\n".encode(errors="replace"))

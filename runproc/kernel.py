@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+from runproc.errors import RunprocError
+
 # A constant mypy understands, without importing typing at run time (start-up cost).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -64,6 +66,9 @@ def signal_process(pid: int, sig: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+    except PermissionError:
+        # A process of another user (say a setuid program of an unprivileged container).
+        raise RunprocError(f"cannot send signal {sig} to process {pid}: operation not permitted") from None
 
 
 def container_processes(pid: int, start_time: int) -> list[int]:
@@ -118,16 +123,46 @@ def no_new_privs_setter() -> Callable[[], None]:
     return set_no_new_privs
 
 
-def close_other_fds_on_exec(keep_below: int) -> None:
-    """Mark every fd >= keep_below close-on-exec, so only stdio (and --preserve-fds) reach the program.
+# The release binary's bootloader may hand over a lock on its unpacked files in
+# this variable (see runproc/__main__.py): a shared flock on a regular file or
+# directory of its cache, never the caller's state. The waiting init keeps it
+# (close-on-exec: the user's program never gets it).
+BOOT_LOCK_ENV = "STATICX_LOCK_FD"
 
-    fds can leak in from the caller (containerd's shim passes sockets); the
-    program must inherit only what it is meant to.
+
+def boot_lock_fd() -> int | None:
+    """The bootloader's lock fd, if the variable names one that is open."""
+    raw = os.environ.get(BOOT_LOCK_ENV, "")
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 3:
+        return None
+    try:
+        os.fstat(int(raw))
+    except (OSError, OverflowError):
+        return None
+    return int(raw)
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every fd not in `keep`.
+
+    fds leak in from the caller (containerd's shim passes sockets; anyone may
+    pass a directory of the host): a waiting init must hold none of them, since
+    a path like /proc/self/fd/N would lead through them out of the container.
     """
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd >= keep_below:
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        # No /proc: every fd number up to the limit (close_range(2) when Python has it).
+        limit = os.sysconf("SC_OPEN_MAX")
+        low = 0
+        for fd in sorted(keep) + [limit]:
+            if fd > low:
+                os.closerange(low, fd)
+            low = fd + 1
+        return
+    for fd in open_fds:
+        if fd not in keep:
             try:
-                os.set_inheritable(fd, False)
+                os.close(fd)
             except OSError:
-                pass  # the fd listdir itself used, now closed
+                pass  # the fd listdir itself used, closed already

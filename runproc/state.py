@@ -1,10 +1,18 @@
 """The state store: one directory per container under the root dir, each with a JSON record.
 
-Layout of <root>/<id>/ (mode 0700):
-  state.json  the record create wrote (atomically: temp file + rename)
-  exec.fifo   present from create until start; the init blocks opening it
+Layout of <root>/<id>/ (mode 0700, owned by the caller):
+  state.json  the record create wrote (whole or not at all: see write_file_atomic)
+  exec.fifo   present from create until start; its absence is the durable
+              "started" fact (start unlinks it before it lets the init go)
 Every command that reads or changes a container holds an exclusive flock on
 its directory, so concurrent commands on one container run one after another.
+Everything is opened relative to the root's fd (stateroot.py), without
+following symbolic links, and checked to be ours before it is used.
+
+A directory under a container's name is never empty: it is filled under a
+staging name before it is renamed into place, and renamed aside before it is
+emptied. So rename(2), which may replace an empty directory, can never put a
+new container over one that a delete is removing.
 """
 
 from __future__ import annotations
@@ -16,11 +24,13 @@ import time
 
 from runproc import OCI_VERSION, jsonio
 from runproc.errors import ContainerNotFound, RunprocError
-from runproc.fsutil import os_error_text, write_atomic
+from runproc.fsutil import open_dir_nofollow, os_error_text, remove_flat_dir, write_file_atomic
 from runproc.kernel import process_alive
+from runproc.stateroot import check_private, open_root, staging_name, sweep_stale
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
+MAX_RECORD = 1 << 20  # a record is a few hundred bytes plus annotations
 
 # What runc accepts: [A-Za-z0-9_+,-.] (its regexp's `+-\.` is a range that takes in the comma).
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+,-.")
@@ -29,7 +39,7 @@ _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 def validate_id(container_id: str) -> None:
     if not container_id:
         raise RunprocError("container id cannot be empty")
-    if container_id in (".", "..") or not set(container_id) <= _ID_CHARS:
+    if container_id in (".", "..") or not set(container_id) <= _ID_CHARS or len(container_id) > 255:
         raise RunprocError(f"invalid container id format: {container_id!r}")
 
 
@@ -41,14 +51,40 @@ def rfc3339_nano(ns: int) -> str:
     return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
 
 
+class LockedContainer:
+    """An open, flock'ed container directory; use as a context manager."""
+
+    __slots__ = ("name", "directory", "fd")
+
+    def __init__(self, name: str, directory: str, fd: int) -> None:
+        self.name = name  # its entry in the root
+        self.directory = directory  # its path, for messages
+        self.fd = fd
+
+    def __enter__(self) -> LockedContainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing drops the flock
+
+
+# Field -> type of a record; anything else in a record makes it corrupt.
+_RECORD_FIELDS: dict[str, type] = {
+    "id": str, "pid": int, "start_time": int, "bundle": str, "rootfs": str, "created": str,
+    "annotations": dict, "owner": str,
+}
+
+
 class ContainerRecord:
     """What create recorded about a container; status is derived, never stored."""
 
-    __slots__ = ("id", "pid", "start_time", "bundle", "rootfs", "created", "owner", "annotations", "directory")
+    __slots__ = ("id", "pid", "start_time", "bundle", "rootfs", "created", "owner", "annotations", "directory",
+                 "dir_fd")
 
-    def __init__(self, container_id: str, directory: str) -> None:
+    def __init__(self, container_id: str, directory: str, dir_fd: int = -1) -> None:
         self.id = container_id
         self.directory = directory
+        self.dir_fd = dir_fd  # the locked directory's fd, while the lock is held
         self.pid = 0
         self.start_time = 0  # the init's start time in clock ticks (/proc/PID/stat field 22)
         self.bundle = ""
@@ -58,38 +94,32 @@ class ContainerRecord:
         self.annotations: dict[str, str] = {}
 
     def to_json(self) -> dict:
-        return {
-            "id": self.id,
-            "pid": self.pid,
-            "start_time": self.start_time,
-            "bundle": self.bundle,
-            "rootfs": self.rootfs,
-            "created": self.created,
-            "annotations": self.annotations,
-            "owner": self.owner,
-        }
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
 
     @classmethod
-    def from_json(cls, data: dict, directory: str) -> ContainerRecord:
-        record = cls(data["id"], directory)
-        record.pid = int(data["pid"])
-        record.start_time = int(data["start_time"])
-        record.bundle = data["bundle"]
-        record.rootfs = data["rootfs"]
-        record.created = data["created"]
-        record.owner = data.get("owner", "")
-        record.annotations = data.get("annotations", {})
+    def from_json(cls, data: dict, locked: LockedContainer) -> ContainerRecord:
+        """A record as create wrote it; ValueError for anything else (another id, wrong types)."""
+        record = cls(locked.name, locked.directory, locked.fd)
+        for name, kind in _RECORD_FIELDS.items():
+            value = data.get(name, "" if kind is str else None)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"field {name!r} is not a {kind.__name__}")
+            setattr(record, name, value)
+        if record.id != locked.name or record.pid <= 0 or record.start_time < 0:
+            raise ValueError("id, pid or start time do not fit")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.annotations.items()):
+            raise ValueError("annotations are not strings")
         return record
-
-    @property
-    def fifo_path(self) -> str:
-        return os.path.join(self.directory, EXEC_FIFO)
 
     def status(self) -> str:
         """created (init waiting on the fifo), running, or stopped (init gone, a zombie, or pid reused)."""
         if not process_alive(self.pid, self.start_time):
             return "stopped"
-        return "created" if os.path.exists(self.fifo_path) else "running"
+        try:
+            os.stat(EXEC_FIFO, dir_fd=self.dir_fd, follow_symlinks=False)
+            return "created"
+        except FileNotFoundError:
+            return "running"
 
     def oci_state(self) -> dict:
         """The `state` output, in runc's field order; pid is 0 once stopped, as runc shows it."""
@@ -107,133 +137,176 @@ class ContainerRecord:
         }
 
 
-class LockedContainer:
-    """An open, flock'ed container directory; use as a context manager."""
-
-    def __init__(self, directory: str, fd: int) -> None:
-        self.directory = directory
-        self.fd = fd
-
-    def __enter__(self) -> LockedContainer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)  # closing drops the flock
-
-
 class StateStore:
-    """Container records under one root directory."""
+    """Container records under one root directory, opened (and checked) on first use."""
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._fd: int | None = None
 
-    def directory(self, container_id: str) -> str:
-        validate_id(container_id)
-        return os.path.join(self.root, container_id)
+    def _root_fd(self, create: bool) -> int | None:
+        if self._fd is None:
+            self._fd = open_root(self.root, create)
+        return self._fd
 
-    def _ensure_root(self) -> None:
-        try:
-            os.makedirs(self.root, mode=0o700, exist_ok=True)
-        except OSError as err:
-            raise RunprocError(f"cannot create state directory {self.root}: {os_error_text(err)}") from None
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, name)
 
     def reserve(self, container_id: str) -> LockedContainer:
         """Make and lock a new container directory, with its exec fifo; one of concurrent creates wins.
 
-        The directory is made under a temporary name, locked, given its fifo and
+        The directory is made under a staging name, locked, given its fifo and
         only then renamed into place. So a directory under a container's name is
         never empty (rename cannot replace it) and is locked until its record
         exists. One without a record whose lock is free was left by a create that
         died half-way: it is removed and the id reused.
         """
-        directory = self.directory(container_id)
-        self._ensure_root()
-        # "@" is not allowed in ids, so no container's directory can have this name.
-        staging = os.path.join(self.root, f"@new-{os.getpid()}")
-        remove_directory(staging)  # only a dead process of our pid could have left it
+        validate_id(container_id)
+        root = self._root_fd(create=True)
+        assert root is not None
+        sweep_stale(root)
+        staging = staging_name("new")
         try:
-            os.mkdir(staging, 0o700)
+            os.mkdir(staging, 0o700, dir_fd=root)
+            fd = open_dir_nofollow(staging, root)
         except OSError as err:
-            raise RunprocError(f"cannot create {staging}: {os_error_text(err)}") from None
-        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+            raise RunprocError(f"cannot create {self._path(staging)}: {os_error_text(err)}") from None
         try:
-            os.mkfifo(os.path.join(staging, EXEC_FIFO), 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.mkfifo(EXEC_FIFO, 0o600, dir_fd=fd)
             for _ in range(3):
                 try:
-                    os.rename(staging, directory)
-                    return LockedContainer(directory, fd)
+                    os.rename(staging, container_id, src_dir_fd=root, dst_dir_fd=root)
+                    return LockedContainer(container_id, self._path(container_id), fd)
                 except OSError as err:
                     if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                        raise RunprocError(f"cannot create {directory}: {os_error_text(err)}") from None
-                if not self._remove_if_abandoned(directory):
+                        raise RunprocError(f"cannot create {self._path(container_id)}: {os_error_text(err)}") \
+                            from None
+                if not self._remove_if_abandoned(root, container_id):
                     break
             raise RunprocError(f"container with id {container_id!r} already exists")
         except BaseException:
             os.close(fd)
-            remove_directory(staging)
+            remove_flat_dir(root, staging)
             raise
 
-    def _remove_if_abandoned(self, directory: str) -> bool:
+    def _remove_if_abandoned(self, root: int, name: str) -> bool:
+        """Remove `name` if a create died before recording it; True if the name is free to try again."""
         try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = open_dir_nofollow(name, root)
+        except FileNotFoundError:
+            return True  # gone meanwhile
         except OSError:
-            return True  # gone meanwhile: try again
+            return False  # not a directory: not ours to remove
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False  # a create or another command holds it: it is alive
-            if os.path.exists(os.path.join(directory, STATE_FILE)):
+            if not _is_entry(root, name, fd):
+                return True  # replaced meanwhile: look again
+            check_private(os.fstat(fd), self._path(name), "container directory", want_dir=True)
+            try:
+                os.stat(STATE_FILE, dir_fd=fd, follow_symlinks=False)
                 return False
-            remove_directory(directory)
+            except FileNotFoundError:
+                pass
+            self._remove_locked(LockedContainer(name, self._path(name), fd))
             return True
         finally:
             os.close(fd)
 
     def lock(self, container_id: str) -> LockedContainer:
-        """Lock an existing container's directory, waiting for any other command on it."""
-        directory = self.directory(container_id)
+        """Lock an existing container's directory, waiting for any other command on it.
+
+        The lock is on the directory we opened; once we hold it, the name must
+        still lead to that directory (a delete may have removed it while we
+        waited, and a create may have made a new one under the same name).
+        """
+        validate_id(container_id)
+        root = self._root_fd(create=False)
+        if root is None:
+            raise ContainerNotFound()
+        path = self._path(container_id)
+        for _ in range(10):
+            try:
+                fd = open_dir_nofollow(container_id, root)
+            except FileNotFoundError:
+                raise ContainerNotFound() from None
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise RunprocError(f"container directory {path} is not a directory: refused") from None
+                raise RunprocError(f"cannot open {path}: {os_error_text(err)}") from None
+            try:
+                check_private(os.fstat(fd), path, "container directory", want_dir=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _is_entry(root, container_id, fd):
+                    return LockedContainer(container_id, path, fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        raise ContainerNotFound()  # it keeps being replaced: as good as not there
+
+    def load(self, locked: LockedContainer) -> ContainerRecord:
+        """The record of a locked container. A half-made one (no record yet) does not exist."""
+        path = os.path.join(locked.directory, STATE_FILE)
         try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(STATE_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=locked.fd)
         except FileNotFoundError:
             raise ContainerNotFound() from None
         except OSError as err:
-            raise RunprocError(f"cannot open {directory}: {os_error_text(err)}") from None
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return LockedContainer(directory, fd)
-
-    def load(self, container_id: str) -> ContainerRecord:
-        """The record of a container (call with its lock held). A deleted or half-made one does not exist."""
-        directory = self.directory(container_id)
+            raise RunprocError(f"cannot read state record {path}: {os_error_text(err)}") from None
         try:
-            with open(os.path.join(directory, STATE_FILE), "rb") as stream:
-                data = jsonio.loads(stream.read())
+            check_private(os.fstat(fd), path, "state record", want_dir=False)
+            raw = os.read(fd, MAX_RECORD + 1)
+        finally:
+            os.close(fd)
+        try:
+            if len(raw) > MAX_RECORD:
+                raise ValueError("too large")
+            data = jsonio.loads(raw)
             if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
-            return ContainerRecord.from_json(data, directory)
-        except FileNotFoundError:
-            raise ContainerNotFound() from None
-        except (ValueError, KeyError, TypeError, RecursionError) as err:
-            raise RunprocError(f"corrupt state record {directory}/{STATE_FILE}: {err}") from None
+                raise ValueError("not a JSON object")
+            return ContainerRecord.from_json(data, locked)
+        except (ValueError, RecursionError) as err:
+            raise RunprocError(f"corrupt state record {path}: {err}") from None
 
-    def save(self, record: ContainerRecord) -> None:
-        data = jsonio.dumps(record.to_json()).encode()
-        write_atomic(os.path.join(record.directory, STATE_FILE), data)
+    def save(self, locked: LockedContainer, record: ContainerRecord) -> None:
+        write_file_atomic(locked.fd, STATE_FILE, jsonio.dumps(record.to_json()).encode())
 
+    def remove(self, locked: LockedContainer) -> None:
+        """Remove a locked container's directory (and sweep what dead commands left)."""
+        root = self._root_fd(create=False)
+        assert root is not None
+        self._remove_locked(locked)
+        sweep_stale(root)
 
-def remove_directory(directory: str) -> None:
-    """Remove a container directory (flat: the record and the fifo only)."""
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return
-    for name in names:
+    def _remove_locked(self, locked: LockedContainer) -> None:
+        # Renamed aside first (under the lock, so nobody else moves it): the
+        # name is free at once, and no create can rename a staging directory
+        # over it while it is being emptied.
+        root = self._root_fd(create=False)
+        assert root is not None
+        aside = staging_name("del")
         try:
-            os.unlink(os.path.join(directory, name))
-        except FileNotFoundError:
-            pass
+            os.rename(locked.name, aside, src_dir_fd=root, dst_dir_fd=root)
+            remove_flat_dir(root, aside)
+        except OSError as err:
+            raise RunprocError(f"cannot remove {locked.directory}: {os_error_text(err)}") from None
+
+    def sweep(self) -> None:
+        """Remove what killed commands left in the root (a delete's job, besides its container)."""
+        root = self._root_fd(create=False)
+        if root is not None:
+            sweep_stale(root)
+
+
+def _is_entry(root: int, name: str, fd: int) -> bool:
+    """Does `name` in `root` still lead to the directory open as `fd`?"""
     try:
-        os.rmdir(directory)
+        by_name = os.stat(name, dir_fd=root, follow_symlinks=False)
     except FileNotFoundError:
-        pass
+        return False
+    mine = os.fstat(fd)
+    return (by_name.st_dev, by_name.st_ino) == (mine.st_dev, mine.st_ino)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from runproc.cli import Context
 from runproc.container import destroy_container
 from runproc.errors import ContainerNotFound, RunprocError
-from runproc.state import StateStore, remove_directory
+from runproc.state import StateStore
 
 
 def run(context: Context) -> int:
@@ -15,17 +15,20 @@ def run(context: Context) -> int:
     try:
         with store.lock(container_id) as locked:
             try:
-                record = store.load(container_id)
+                record = store.load(locked)
             except RunprocError:
                 # No record (a create that died half-way; its init ends by itself)
-                # or one we cannot read: --force, as containerd's cleanup, removes it.
+                # or one we cannot trust: --force, as containerd's cleanup, removes
+                # the directory, and signals nothing on its word.
                 if not force:
                     raise
-                remove_directory(locked.directory)
+                store.remove(locked)
                 return 0
-            destroy_container(record, force)
+            destroy_container(store, locked, record, force)
     except ContainerNotFound:
-        if force:
-            return 0  # containerd's cleanup deletes with --force whatever is left, if anything
-        raise
+        if not force:
+            raise
+        # containerd's cleanup deletes with --force whatever is left, if anything;
+        # what killed commands left in the root goes too.
+        store.sweep()
     return 0

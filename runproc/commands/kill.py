@@ -12,6 +12,6 @@ def run(context: Context) -> int:
     store = StateStore(context.root)
     container_id = str(context.values["id"])
     sig = parse_signal(str(context.values.get("signal", "SIGTERM")))
-    with store.lock(container_id):
-        kill_container(store.load(container_id), sig, bool(context.values.get("all")))
+    with store.lock(container_id) as locked:
+        kill_container(store.load(locked), sig, bool(context.values.get("all")))
     return 0

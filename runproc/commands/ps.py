@@ -22,8 +22,8 @@ def run(context: Context) -> int:
         raise RunprocError(f"invalid format option {output_format!r}: want table or json")
     store = StateStore(context.root)
     container_id = str(context.values["id"])
-    with store.lock(container_id):
-        record = store.load(container_id)
+    with store.lock(container_id) as locked:
+        record = store.load(locked)
         pids = set(container_processes(record.pid, record.start_time))
         if process_alive(record.pid, record.start_time):
             pids.add(record.pid)

@@ -10,6 +10,6 @@ from runproc.state import StateStore
 def run(context: Context) -> int:
     store = StateStore(context.root)
     container_id = str(context.values["id"])
-    with store.lock(container_id):
-        start_container(store.load(container_id))
+    with store.lock(container_id) as locked:
+        start_container(store.load(locked))
     return 0

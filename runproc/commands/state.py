@@ -12,7 +12,7 @@ from runproc.state import StateStore
 def run(context: Context) -> int:
     store = StateStore(context.root)
     container_id = str(context.values["id"])
-    with store.lock(container_id):
-        state = store.load(container_id).oci_state()
+    with store.lock(container_id) as locked:
+        state = store.load(locked).oci_state()
     sys.stdout.write(jsonio.dumps(state, indent=2) + "\n")
     return 0

@@ -27,7 +27,7 @@ KILLED_CREATE = """
 import os, sys
 from runproc import state
 from runproc.cli import main
-def die(self, record):
+def die(self, locked, record):
     print(record.pid, flush=True)
     os.kill(os.getpid(), 9)
 state.StateStore.save = die
@@ -41,7 +41,7 @@ def test_create_killed_half_way_leaves_nothing_running(runproc: Runproc, make_bu
     bundle = make_bundle(["/bin/sh", "-c", f"touch {marker}"], host=True)
     result = subprocess.run(
         [sys.executable, "-c", KILLED_CREATE, "--root", str(state_root), "create", "--bundle", str(bundle), "k1"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == -9, result.stderr
     init_pid = int(result.stdout)
