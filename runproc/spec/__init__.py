@@ -9,10 +9,11 @@ of config.json has its own module here; this one reads the file and runs them.
 from __future__ import annotations
 
 import os
+import stat
 
 from runproc import jsonio
 from runproc.errors import RunprocError
-from runproc.fsutil import os_error_text
+from runproc.fsutil import file_kind, os_error_text
 from runproc.spec.fields import optional, os_string
 from runproc.spec.plan import ContainerPlan
 from runproc.spec.process import apply_process
@@ -23,22 +24,33 @@ HOST_ANNOTATION = "runproc.host"
 # containerd's CRI copies a Pod's annotations to its sandbox (pause) container
 # too; the pause binary lives only in its image, so that one never runs in host mode.
 CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
+# A real config.json is a few KiB; this bounds what a bad one (a link to /dev/zero, say) costs.
+MAX_CONFIG = 4 << 20
 
 
 def read_config(bundle: str) -> dict:
     """Load <bundle>/config.json, with errors that say which file and what is wrong."""
-    if not os.path.isdir(bundle):
-        if os.path.exists(bundle):
-            raise RunprocError(f"bundle {bundle} is not a directory")
-        raise RunprocError(f"bundle {bundle}: no such directory")
+    _check_directory(bundle, "bundle")
     path = os.path.join(bundle, "config.json")
     try:
-        with open(path, "rb") as stream:
-            raw = stream.read()
+        # Looked at before it is opened: opening a device may do something. Non-blocking:
+        # a fifo swapped in meanwhile must not hang create (fstat below refuses it).
+        if not stat.S_ISREG(mode := os.stat(path).st_mode):
+            raise RunprocError(f"{path} is {file_kind(mode)}, not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise RunprocError(f"JSON specification file config.json not found in bundle {bundle}") from None
     except OSError as err:
         raise RunprocError(f"cannot read {path}: {os_error_text(err)}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise RunprocError(f"{path} is {file_kind(mode)}, not a regular file")
+        raw = _read_bounded(fd, path)
+    except OSError as err:
+        raise RunprocError(f"cannot read {path}: {os_error_text(err)}") from None
+    finally:
+        os.close(fd)
     try:
         config = jsonio.loads(raw)
     except ValueError as err:
@@ -48,6 +60,18 @@ def read_config(bundle: str) -> dict:
     if not isinstance(config, dict):
         raise RunprocError(f"{path}: the spec must be a JSON object")
     return config
+
+
+def _read_bounded(fd: int, path: str) -> bytes:
+    """The whole file, refused past MAX_CONFIG (it may grow while we read)."""
+    chunks = []
+    size = 0
+    while chunk := os.read(fd, 1 << 16):
+        size += len(chunk)
+        if size > MAX_CONFIG:
+            raise RunprocError(f"{path} is larger than {MAX_CONFIG >> 20} MiB: refused")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> ContainerPlan:
@@ -76,9 +100,20 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
     if plan.chroots(euid):
         if not plan.rootfs:
             raise RunprocError("config.json: root.path must be set (or use host mode)")
-        if not os.path.isdir(plan.rootfs):
-            raise RunprocError(f"rootfs {plan.rootfs}: no such directory")
+        _check_directory(plan.rootfs, "rootfs")
     return plan
+
+
+def _check_directory(path: str, what: str) -> None:
+    """The bundle or rootfs must be a directory; if not, say what it is."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise RunprocError(f"{what} {path}: no such directory") from None
+    except OSError as err:
+        raise RunprocError(f"{what} {path}: {os_error_text(err)}") from None
+    if not stat.S_ISDIR(mode):
+        raise RunprocError(f"{what} {path} is not a directory: it is {file_kind(mode)}")
 
 
 def load_plan(bundle: str, host_env: bool, euid: int) -> ContainerPlan:

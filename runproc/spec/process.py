@@ -26,6 +26,10 @@ RLIMITS: dict[str, int] = {
     "RLIMIT_RTTIME": 15,
 }
 
+# Linux's limits on a path (with its NUL) and on supplementary groups.
+PATH_MAX = 4096
+NGROUPS_MAX = 65536
+
 # rlim_t is unsigned 64-bit; Python's resource module spells "unlimited" as -1.
 RLIM_INFINITY_SPEC = 2**64 - 1
 
@@ -45,6 +49,8 @@ def apply_process(config: dict, plan: ContainerPlan) -> None:
     if not cwd.startswith("/"):
         raise RunprocError(f"Cwd must be an absolute path (process.cwd is {cwd!r})")
     plan.cwd = os_string(cwd, "process.cwd")
+    if len(plan.cwd.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+        raise RunprocError(f"config.json: process.cwd is longer than the kernel's PATH_MAX ({PATH_MAX - 1} bytes)")
     plan.terminal = optional(process, "terminal", bool, "process.terminal", "a boolean", False) is True
     plan.no_new_privileges = (
         optional(process, "noNewPrivileges", bool, "process.noNewPrivileges", "a boolean", False) is True
@@ -73,6 +79,9 @@ def _user(user: object, plan: ContainerPlan) -> None:
         plan.gid = id_value(user["gid"], "process.user.gid")
     gids = optional(user, "additionalGids", list, "process.user.additionalGids", "a list of integers", [])
     assert isinstance(gids, list)
+    if len(gids) > NGROUPS_MAX:
+        raise RunprocError(f"config.json: process.user.additionalGids has {len(gids)} entries; "
+                           f"the kernel allows at most {NGROUPS_MAX}")
     plan.additional_gids = [id_value(gid, "process.user.additionalGids[]") for gid in gids]
     if user.get("umask") is not None:
         want(user["umask"], int, "process.user.umask", "an integer from 0 to 0777")
@@ -85,9 +94,10 @@ def _rlimits(raw: object) -> list[tuple[int, int, int]]:
     assert isinstance(raw, list)
     limits = []
     seen = set()
-    for entry in raw:
-        want(entry, dict, "process.rlimits[]", "an object")
+    for n, entry in enumerate(raw):
+        want(entry, dict, f"process.rlimits[{n}]", "an object")
         kind = entry.get("type")
+        want(kind, str, f"process.rlimits[{n}].type", "a string")
         if kind not in RLIMITS:
             raise RunprocError(f"config.json: unknown rlimit type {kind!r} in process.rlimits")
         if kind in seen:
