@@ -81,8 +81,10 @@ class Launch:
         self.args = plan.args
         self.env = _env_dict(plan.env)
         self.no_new_privs = no_new_privs
-        self.start_poller = select.poll()
-        self.start_poller.register(exec_fifo, select.POLLIN)
+        # epoll, made now: poll(2) refuses to wait on more fds than RLIMIT_NOFILE
+        # allows, and the program's limit (maybe 0) applies before the wait.
+        self.start_poller = select.epoll(1)
+        self.start_poller.register(exec_fifo, select.EPOLLIN)
 
 
 def container_init(plan: ContainerPlan, channels: InitChannels, preserve_fds: int) -> NoReturn:
@@ -253,7 +255,7 @@ def home_directory(uid: int, passwd: str = "/etc/passwd") -> str:
 
 def _wait_for_start(exec_fifo: int, launch: Launch) -> None:
     """Block until start writes its go into the fifo; end if start vanishes without one."""
-    launch.start_poller.poll()
+    launch.start_poller.poll(-1, 1)
     try:
         go = os.read(exec_fifo, 1)
     except OSError:
