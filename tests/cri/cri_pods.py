@@ -23,6 +23,15 @@ from cri_images import BUSYBOX_IMAGE
 from cri_rig import CGROUP_ROOT
 
 POD_NAMESPACE = "runproc-cri"  # the Kubernetes namespace in the Pods' metadata
+
+# What kubelet sends for procMount "Default" (k8s.io/kubernetes pkg/securitycontext). It
+# always sends them: containerd 1.6 masks nothing and makes nothing read-only when they
+# are absent (the runtime spec then has no maskedPaths/readonlyPaths at all).
+KUBELET_MASKED_PATHS = [
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+]  # fmt: skip
+KUBELET_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 DEFAULT_WAIT = 20.0
 
 
@@ -172,13 +181,19 @@ class Pod:
         working_dir: str = "",
         start: bool = True,
     ) -> Container:
-        """Create (and by default start) a container; ``security`` are extra
-        LinuxContainerSecurityContext fields, on top of kubelet's namespace options."""
+        """Create (and by default start) a container; ``security`` are
+        LinuxContainerSecurityContext fields, over kubelet's defaults (namespace options,
+        masked and read-only paths)."""
         pb = self.pb
         log_dir = Path(self.config.log_directory) / name
         log_dir.mkdir(parents=True, exist_ok=True)  # kubelet makes the container's log dir
-        security_context = pb.LinuxContainerSecurityContext(namespace_options=self.namespace_options(),
-                                                            **dict(security or {}))
+        fields: dict[str, Any] = {
+            "namespace_options": self.namespace_options(),
+            "masked_paths": KUBELET_MASKED_PATHS,
+            "readonly_paths": KUBELET_READONLY_PATHS,
+        }
+        fields.update(security or {})
+        security_context = pb.LinuxContainerSecurityContext(**fields)
         config = pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=name, attempt=0),
             image=pb.ImageSpec(image=image),
