@@ -40,6 +40,8 @@ REPO = CRI_DIR.parents[1]
 # The CRI runtime handlers every case runs with. runproc does not isolate yet (no
 # namespaces), so only runc for now; add "runproc" here to run every case with it too.
 HANDLERS = ["runc"]
+# RUNPROC_CRI_HANDLERS=runc,runproc overrides the list for one run (to try runproc early).
+ACTIVE_HANDLERS = [h for h in os.environ.get("RUNPROC_CRI_HANDLERS", "").split(",") if h] or HANDLERS
 
 # Debian packages the suite needs besides TEST_PACKAGES (installed if missing, idempotent).
 PACKAGES = ["containernetworking-plugins", "gcc", "libc6-dev", "busybox-static", "iproute2"]
@@ -144,7 +146,7 @@ def _teardown(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(params=HANDLERS)
+@pytest.fixture(params=ACTIVE_HANDLERS)
 def handler(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     if name == "runproc":

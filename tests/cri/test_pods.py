@@ -214,6 +214,17 @@ def test_exec_sync_timeout_kills_the_process(pods: PodFactory) -> None:
     assert c.exec("echo", "still-here").stdout == "still-here\n"
 
 
+def test_exec_sync_timeout_waits_for_output_held_by_children(pods: PodFactory) -> None:
+    """containerd 1.6 kills only the exec'd process on timeout, then waits until every
+    holder of its stdout/stderr pipes is gone (1.7 added drain_exec_sync_io_timeout)."""
+    pod = pods("execorphan")
+    c = pod.container("main", SLEEP)
+    start = time.monotonic()
+    err = expect_rpc_error(lambda: c.exec("sh", "-c", "sleep 3 & exec sleep 60", timeout=1))
+    elapsed = time.monotonic() - start
+    assert "timeout" in (err.details() or "") and 2.5 <= elapsed < 15, (err, elapsed)
+
+
 # --------------------------------------------------------------------------- logs
 
 
