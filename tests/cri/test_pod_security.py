@@ -246,3 +246,45 @@ def test_memory_limit_overrun_is_oom_killed(pods: PodFactory) -> None:
                       resources=pb.LinuxContainerResources(memory_limit_in_bytes=limit))
     status = c.wait_exited(timeout=60)
     assert (status.exit_code, status.reason) == (137, "OOMKilled"), status
+
+
+def test_update_container_resources(pods: PodFactory) -> None:
+    pb = pods.cri.pb
+    pod = pods("update")
+    c = pod.container("main", SLEEP, resources=pb.LinuxContainerResources(
+        memory_limit_in_bytes=64 << 20, cpu_period=100000, cpu_quota=50000, cpu_shares=512))  # fmt: skip
+    memory = _cgroup_dir(c, "memory")
+    cpu = _cgroup_dir(c, "cpu")
+    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    assert (cpu / "cpu.shares").read_text().strip() == "512"
+    # The shim runs `<runtime> update --resources -`; the cgroup follows.
+    pods.cri.call("runtime", "UpdateContainerResources", pb.UpdateContainerResourcesRequest(
+        container_id=c.id, linux=pb.LinuxContainerResources(
+            memory_limit_in_bytes=96 << 20, cpu_period=100000, cpu_quota=20000, cpu_shares=256)))  # fmt: skip
+    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(96 << 20)
+    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "20000"
+    assert (cpu / "cpu.shares").read_text().strip() == "256"
+
+
+def _cgroup_dir(c: Container, controller: str) -> Path:
+    """The container's cgroup v1 directory for ``controller``, from its init's /proc entry."""
+    for line in Path(f"/proc/{c.pid()}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return Path("/sys/fs/cgroup", controller, path.lstrip("/"))
+    raise AssertionError(f"no {controller} cgroup for {c.name}")
+
+
+# --------------------------------------------------------------------------- annotations
+
+
+def test_runproc_annotation_reaches_the_spec_only_for_the_runproc_handler(pods: PodFactory, handler: str) -> None:
+    """The handlers' pod_annotations/container_annotations (packaging's runproc-v2.toml):
+    containerd copies runproc.host into the OCI spec only for the runproc handler."""
+    pod = pods("annotations", annotations={"runproc.host": "0", "example.com/other": "x"})
+    c = pod.container("main", SLEEP, annotations={"runproc.host": "0", "example.com/other": "y"})
+    for spec in (pod.info()["runtimeSpec"], c.info()["runtimeSpec"]):
+        annotations = spec.get("annotations", {})
+        assert ("runproc.host" in annotations) == (handler == "runproc"), annotations
+        assert "example.com/other" not in annotations
