@@ -274,6 +274,7 @@ def test_stop_and_remove_leave_nothing_behind(pods: PodFactory, cri_rig: CriRig)
     # One container stops on SIGTERM by itself, the other ignores it and needs SIGKILL.
     polite = pod.container("polite", ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"])
     stubborn = pod.container("stubborn", ["sh", "-c", "trap '' TERM; sleep 3600 & wait"])
+    assert [c.status().state for c in (polite, stubborn)] == [pb.CONTAINER_RUNNING] * 2
     footprint = pod_footprint(cri_rig.daemon, pod)
     # Everything the check looks for exists while the Pod runs (so its absence means something).
     assert not [p for p in footprint.paths if not p.exists()], footprint.paths
