@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runproc_testlib import REPO, MakeBundle, Runproc, default_process, runproc_path
+from runproc_testlib import REPO, MakeBundle, Runproc, default_process, make_reachable, runproc_path
 
 
 @pytest.fixture(scope="session")
@@ -19,14 +19,6 @@ def runproc_bin() -> Path:
     if not path.is_file():
         pytest.fail(f"runproc binary {path} not found: run `make build` (or set RUNPROC_BIN)")
     return path
-
-
-def make_reachable(path: Path) -> None:
-    """Let every user search `path` and its parents up to /tmp (pytest makes them 0700)."""
-    for parent in [path, *path.parents]:
-        if parent in (Path("/tmp"), Path("/")):
-            break
-        os.chmod(parent, os.stat(parent).st_mode | 0o755)
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,14 @@ def default_process(args: list[str]) -> dict:
 MakeBundle = Callable[..., Path]
 
 
+def make_reachable(path: Path) -> None:
+    """Let every user search `path` and its parents up to /tmp (pytest makes them 0700)."""
+    for parent in [path, *path.parents]:
+        if parent in (Path("/tmp"), Path("/")):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o755)
+
+
 class Runproc:
     """Runs the binary with one state root; `as_user` runs it unprivileged via setpriv."""
 

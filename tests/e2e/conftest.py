@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from runproc_testlib import runproc_path
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO = E2E_DIR.parents[1]
@@ -58,7 +59,7 @@ SHIM_SOCKET_DIR = Path("/run/containerd/s")
 
 def runtime_binary() -> Path:
     """The runtime under test: $RUNPROC_BIN, else the repo's frozen dist/runproc."""
-    return Path(os.environ.get("RUNPROC_BIN") or REPO / "runproc").absolute()
+    return runproc_path()
 
 
 def e2e_skip_reason() -> str | None:
