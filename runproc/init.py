@@ -1,12 +1,22 @@
 """The container init: the forked child of create that becomes the user's program.
 
-It prepares everything that can fail (its fds, chroot, cwd, finding the
-executable, rlimits) and reports the outcome to create over a pipe. It waits
-for create's go-ahead, then for start's go through the exec fifo (whose read
-end create opened for it), drops privileges and execs. After the report it
-imports nothing: create, and with it the frozen binary's unpacked files, may
-be gone by then. While it waits it holds only stdio, --preserve-fds, its three
-channels (pipes and a fifo) and the bootloader's lock: no fd of the caller.
+Its steps, in runc's order (each one that fails is reported to create, which
+then fails and leaves nothing behind):
+
+  1. its own session, default signal handling, not dumpable;
+  2. close every fd of the caller but stdio, --preserve-fds, its channels,
+     the namespaces it joins and the bootloader's lock;
+  3. enter the namespaces (create has already put it in the pid and time ones);
+  4. process attributes that need root (oom_score_adj, personality, ...);
+  5. the root filesystem: mounts, devices, pivot_root (chroot without a mount
+     namespace), hostname, read-only root, sysctl, read-only and masked paths;
+  6. cwd, umask, HOME, and the executable looked up as the container's user;
+  7. rlimits (late: small ones must not starve the init's own work);
+  8. the user switch with the capability sets, no_new_privs and seccomp;
+  9. report ready; wait for create's go-ahead, then for start's go; exec.
+
+After the report it imports nothing and opens nothing: create, and with it the
+frozen binary's unpacked files, may be gone by then, and the root has moved.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import stat
 
 from runproc.fsutil import os_error_text
 from runproc.kernel import boot_lock_fd, close_fds_except
+from runproc.linux import namespaces, rootfs, security, syscalls
 from runproc.spec import ContainerPlan
 from runproc.spec.process import RLIMITS
 
@@ -26,12 +37,192 @@ RLIMIT_NAMES = {number: name for name, number in RLIMITS.items()}
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import NoReturn
 
 
 class InitError(Exception):
     """A failure to report to create as `unable to start container process: ...`."""
+
+
+class InitChannels:
+    """What create hands the init: report (to create), go (from create), exec fifo (from start),
+    and the fds of the namespaces it joins."""
+
+    __slots__ = ("report", "go", "exec_fifo", "joined")
+
+    def __init__(self, report: int, go: int, exec_fifo: int, joined: dict[str, int]) -> None:
+        self.report = report
+        self.go = go
+        self.exec_fifo = exec_fifo  # the fifo's read end, opened by create
+        self.joined = joined
+
+
+class InitOptions:
+    """create's own flags that reach the init."""
+
+    __slots__ = ("preserve_fds", "no_pivot")
+
+    def __init__(self, preserve_fds: int, no_pivot: bool) -> None:
+        self.preserve_fds = preserve_fds
+        self.no_pivot = no_pivot
+
+
+class Launch:
+    """What the exec needs, all built before the rlimits apply (the init allocates nothing after)."""
+
+    __slots__ = ("executable", "args", "env", "start_poller")
+
+    def __init__(self, executable: str, plan: ContainerPlan, exec_fifo: int) -> None:
+        self.executable = executable
+        self.args = plan.args
+        self.env = _env_dict(plan.env)
+        # epoll, not poll: poll(2) fails with EINVAL under an RLIMIT_NOFILE of 0.
+        self.start_poller = select.epoll(1)
+        self.start_poller.register(exec_fifo, select.EPOLLIN)
+
+
+def container_init(plan: ContainerPlan, channels: InitChannels, options: InitOptions) -> NoReturn:
+    """Run in the forked child; never returns."""
+    euid = os.geteuid()
+    try:
+        launch = _prepare(plan, channels, options, euid)
+    except InitError as err:
+        _report_and_exit(channels.report, str(err))
+    except OSError as err:
+        _report_and_exit(channels.report, os_error_text(err))
+    except Exception as err:  # noqa: BLE001 - whatever it is, create must hear of it
+        _report_and_exit(channels.report, str(err) or type(err).__name__)
+    os.write(channels.report, b"\0")
+    os.close(channels.report)
+    # create records us, then says go; if it dies first, we end too (no orphan waiting forever).
+    if os.read(channels.go, 1) != b"\1":
+        os._exit(1)
+    os.close(channels.go)
+    _wait_for_start(channels.exec_fifo, launch)
+    _exec(plan, launch)
+
+
+def _prepare(plan: ContainerPlan, channels: InitChannels, options: InitOptions, euid: int) -> Launch:
+    """Steps 1 to 8 of the module docstring; each failure is reported to create."""
+    _own_session_and_signals()
+    _keep_only_our_fds(channels, options.preserve_fds)
+    if plan.namespaces is not None:
+        namespaces.enter(plan.namespaces, channels.joined)
+    namespaces.close_all(channels.joined)
+    if plan.security is not None:
+        security.apply_early(plan.security)
+    _enter_root(plan, options, euid)
+    _enter_cwd(plan, euid)
+    os.umask(plan.umask)
+    if not plan.has_env("HOME"):
+        # As runc: HOME from the container's /etc/passwd, else "/".
+        plan.env = [*plan.env, f"HOME={home_directory(plan.uid if euid == 0 else euid)}"]
+    launch = Launch(_find_executable_as_user(plan, euid), plan, channels.exec_fifo)
+    _apply_rlimits(plan, euid)
+    _become_the_user(plan, euid)
+    # While it waits, no process of the container (or one sharing its pid namespace)
+    # may ptrace it or open its /proc files (exe, fds, memory): as runc's init. (Set
+    # last: the setup above reads its own /proc/self, which this would make root's.)
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    return launch
+
+
+def _own_session_and_signals() -> None:
+    os.setsid()  # the container gets its own session: `kill --all` finds its processes by it
+    # Python ignores SIGPIPE and SIGXFSZ and traps SIGINT; ignored signals survive exec.
+    for signum in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT, _signal.SIGTERM):
+        _signal.signal(signum, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+
+
+def _keep_only_our_fds(channels: InitChannels, preserve_fds: int) -> None:
+    """Close every fd but stdio, --preserve-fds, our channels, joined namespaces and the bootloader's lock.
+
+    The caller's other fds (a directory of the host, say) must not be open
+    while we enter the container and wait: /proc/self/fd/N would lead out
+    through them. The bootloader's lock (kernel.BOOT_LOCK_ENV) is a regular
+    file of its cache, close-on-exec; the cwd check in _enter_cwd keeps even
+    a directory from being used as a way out.
+    """
+    preserved = range(3, 3 + preserve_fds)
+    keep = {0, 1, 2, channels.report, channels.go, channels.exec_fifo, *channels.joined.values(), *preserved}
+    boot_lock = boot_lock_fd()
+    if boot_lock is not None:
+        keep.add(boot_lock)
+    close_fds_except(keep)
+    for fd in preserved:
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    if boot_lock is not None:
+        os.set_inheritable(boot_lock, False)  # never the program's, even if among --preserve-fds
+
+
+def _enter_root(plan: ContainerPlan, options: InitOptions, euid: int) -> None:
+    """Into the container's root: its own file system tree (a mount namespace), or a chroot."""
+    setup = plan.rootfs_setup
+    if setup is not None:
+        user_namespace = plan.namespaces is not None and plan.namespaces.private("user")
+        rootfs.setup_rootfs(setup, plan.rootfs, user_namespace=user_namespace, no_pivot=options.no_pivot)
+        rootfs.finalize_rootfs(setup)
+    elif plan.chroots(euid):
+        try:
+            os.chroot(plan.rootfs)
+            os.chdir("/")
+        except OSError as err:
+            raise InitError(f"chroot {plan.rootfs}: {os_error_text(err)}") from None
+    if plan.namespaces is not None:
+        namespaces.set_names(plan.namespaces)
+        namespaces.write_sysctls(plan.namespaces)
+    if setup is not None:
+        rootfs.restrict_paths(setup)
+
+
+def _enter_cwd(plan: ContainerPlan, euid: int) -> None:
+    contained = plan.chroots(euid)
+    if contained:
+        _make_cwd(plan.cwd)
+    try:
+        os.chdir(plan.cwd)
+    except OSError as err:
+        raise InitError(f"chdir to cwd ({plan.cwd!r}) set in config.json failed: {os_error_text(err)}") from None
+    if contained:
+        # A cwd reached through an fd of the host (/proc/self/fd/N) lies outside
+        # our root: getcwd fails for it (glibc: ENOENT for "(unreachable)").
+        try:
+            inside = os.getcwd().startswith("/")
+        except OSError:
+            inside = False
+        if not inside:
+            raise InitError(f"cwd ({plan.cwd!r}) set in config.json is outside the container's root: refused")
+
+
+def _make_cwd(cwd: str) -> None:
+    """runc creates a missing cwd inside the container's root. One level at a time, no recursion."""
+    path = ""
+    for part in cwd.split("/"):
+        if part:
+            path += "/" + part
+            try:
+                os.mkdir(path, 0o755)
+            except OSError:
+                pass  # there already, or the chdir that follows says what is wrong
+
+
+def _find_executable_as_user(plan: ContainerPlan, euid: int) -> str:
+    """Look the program up with the container user's permissions, as runc does after switching."""
+    switch_user = euid == 0 and (plan.uid or plan.gid)
+    if switch_user:
+        os.setgroups(plan.additional_gids)
+        os.setegid(plan.gid)
+        os.seteuid(plan.uid)
+    try:
+        return find_executable(plan.args[0], plan.path_env())
+    finally:
+        if switch_user:
+            os.seteuid(0)
+            os.setegid(0)
 
 
 def find_executable(name: str, path_env: str | None) -> str:
@@ -59,165 +250,6 @@ def _check_executable(path: str, name: str) -> None:
         raise InitError(f'exec: "{name}": permission denied')
 
 
-class InitChannels:
-    """The fds create hands the init: report (to create), go (from create), exec fifo (from start)."""
-
-    __slots__ = ("report", "go", "exec_fifo")
-
-    def __init__(self, report: int, go: int, exec_fifo: int) -> None:
-        self.report = report
-        self.go = go
-        self.exec_fifo = exec_fifo  # the fifo's read end, opened by create
-
-
-class Launch:
-    """What the exec needs, all built before the rlimits apply (the init allocates nothing after)."""
-
-    __slots__ = ("executable", "args", "env", "no_new_privs", "start_poller")
-
-    def __init__(self, executable: str, plan: ContainerPlan, no_new_privs: Callable[[], None] | None,
-                 exec_fifo: int) -> None:
-        self.executable = executable
-        self.args = plan.args
-        self.env = _env_dict(plan.env)
-        self.no_new_privs = no_new_privs
-        # epoll, made now: poll(2) refuses to wait on more fds than RLIMIT_NOFILE
-        # allows, and the program's limit (maybe 0) applies before the wait.
-        self.start_poller = select.epoll(1)
-        self.start_poller.register(exec_fifo, select.EPOLLIN)
-
-
-def container_init(plan: ContainerPlan, channels: InitChannels, preserve_fds: int) -> NoReturn:
-    """Run in the forked child; never returns."""
-    euid = os.geteuid()
-    try:
-        launch = _prepare(plan, channels, preserve_fds, euid)
-    except InitError as err:
-        _report_and_exit(channels.report, str(err))
-    except Exception as err:  # noqa: BLE001 - whatever it is, create must hear of it
-        _report_and_exit(channels.report, f"{type(err).__name__}: {err}")
-    os.write(channels.report, b"\0")
-    os.close(channels.report)
-    # create records us, then says go; if it dies first, we end too (no orphan waiting forever).
-    if os.read(channels.go, 1) != b"\1":
-        os._exit(1)
-    os.close(channels.go)
-    _wait_for_start(channels.exec_fifo, launch)
-    _exec(plan, launch, euid)
-
-
-def _prepare(plan: ContainerPlan, channels: InitChannels, preserve_fds: int, euid: int) -> Launch:
-    """The steps that may fail, in order: each failure is reported to create."""
-    _own_session_and_signals()
-    no_new_privs = _no_new_privs_setter(plan)
-    _keep_only_our_fds(channels, preserve_fds)
-    _enter_root_and_cwd(plan, euid)
-    os.umask(plan.umask)
-    if not plan.has_env("HOME"):
-        # As runc: HOME from the container's /etc/passwd, else "/".
-        plan.env = [*plan.env, f"HOME={home_directory(plan.uid if euid == 0 else euid)}"]
-    launch = Launch(_find_executable_as_user(plan, euid), plan, no_new_privs, channels.exec_fifo)
-    # Last: limits meant for the program (a small RLIMIT_AS or RLIMIT_NOFILE) must not
-    # starve the init's own work; after this it opens and allocates nothing new.
-    _apply_rlimits(plan, euid)
-    return launch
-
-
-def _own_session_and_signals() -> None:
-    os.setsid()  # the container gets its own session: `kill --all` finds its processes by it
-    # Python ignores SIGPIPE and SIGXFSZ and traps SIGINT; ignored signals survive exec.
-    for signum in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT, _signal.SIGTERM):
-        _signal.signal(signum, _signal.SIG_DFL)
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
-
-
-def _no_new_privs_setter(plan: ContainerPlan) -> Callable[[], None] | None:
-    if not plan.no_new_privileges:
-        return None
-    # Loads ctypes now: after chroot (and with the caller's fds closed) modules are out of reach.
-    from runproc.kernel import no_new_privs_setter
-
-    return no_new_privs_setter()
-
-
-def _keep_only_our_fds(channels: InitChannels, preserve_fds: int) -> None:
-    """Close every fd but stdio, --preserve-fds, our channels and the bootloader's lock.
-
-    The caller's other fds (a directory of the host, say) must not be open
-    while we chdir into the container and wait: /proc/self/fd/N would lead
-    out through them. The bootloader's lock (kernel.BOOT_LOCK_ENV) stays, as
-    its contract asks, close-on-exec; the cwd check in _enter_root_and_cwd
-    keeps a path through it (it may be a directory) from being used.
-    """
-    preserved = range(3, 3 + preserve_fds)
-    keep = {0, 1, 2, channels.report, channels.go, channels.exec_fifo, *preserved}
-    boot_lock = boot_lock_fd()
-    if boot_lock is not None:
-        keep.add(boot_lock)
-    close_fds_except(keep)
-    for fd in preserved:
-        try:
-            os.set_inheritable(fd, True)
-        except OSError:
-            pass
-    if boot_lock is not None:
-        os.set_inheritable(boot_lock, False)  # never the program's, even if among --preserve-fds
-
-
-def _enter_root_and_cwd(plan: ContainerPlan, euid: int) -> None:
-    chroots = plan.chroots(euid)
-    if chroots:
-        try:
-            os.chroot(plan.rootfs)
-            os.chdir("/")
-        except OSError as err:
-            raise InitError(f"chroot {plan.rootfs}: {os_error_text(err)}") from None
-        _make_cwd(plan.cwd)
-    try:
-        os.chdir(plan.cwd)
-    except OSError as err:
-        raise InitError(f"chdir to cwd ({plan.cwd!r}) set in config.json failed: {os_error_text(err)}") from None
-    if chroots:
-        # A cwd reached through an fd of the host (/proc/self/fd/N) lies outside
-        # our root: getcwd fails for it (glibc: ENOENT for "(unreachable)").
-        try:
-            inside = os.getcwd().startswith("/")
-        except OSError:
-            inside = False
-        if not inside:
-            raise InitError(f"cwd ({plan.cwd!r}) set in config.json is outside the container's root: refused")
-
-
-def _make_cwd(cwd: str) -> None:
-    """runc creates a missing cwd inside the container's root. One level at a time, no recursion."""
-    path = ""
-    for part in cwd.split("/"):
-        if part:
-            path += "/" + part
-            try:
-                os.mkdir(path, 0o755)
-            except OSError:
-                pass  # there already, or the chdir that follows says what is wrong
-
-
-def _find_executable_as_user(plan: ContainerPlan, euid: int) -> str:
-    """Look the program up with the container user's permissions, as runc does after switching.
-
-    The real switch comes after start; until then the init stays root.
-    """
-    switch_user = euid == 0 and (plan.uid or plan.gid)
-    if switch_user:
-        os.setgroups(plan.additional_gids)
-        os.setegid(plan.gid)
-        os.seteuid(plan.uid)
-    try:
-        return find_executable(plan.args[0], plan.path_env())
-    finally:
-        if switch_user:
-            os.seteuid(0)
-            os.setegid(0)
-
-
 def _apply_rlimits(plan: ContainerPlan, euid: int) -> None:
     if euid != 0:
         return
@@ -226,6 +258,25 @@ def _apply_rlimits(plan: ContainerPlan, euid: int) -> None:
             resource.setrlimit(kind, (soft, hard))
         except (OSError, ValueError) as err:
             raise InitError(f"setrlimit {RLIMIT_NAMES.get(kind, kind)}: {err}") from None
+
+
+def _become_the_user(plan: ContainerPlan, euid: int) -> None:
+    """The user switch, with the security plan's steps around it (runc's finalizeNamespace).
+
+    Done before the report, as runc does, so that a refusal fails create, not
+    start. Only a seccomp filter under no_new_privs waits until right before exec.
+    """
+    sec = plan.security
+    if sec is not None:
+        security.before_user_switch(sec, plan.no_new_privileges)
+    if euid == 0:
+        os.setgroups(plan.additional_gids)
+        os.setgid(plan.gid)
+        os.setuid(plan.uid)
+    if sec is not None:
+        security.after_user_switch(sec, plan.no_new_privileges, load_filter=False)
+    elif plan.no_new_privileges:
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
 
 
 def home_directory(uid: int, passwd: str = "/etc/passwd") -> str:
@@ -264,14 +315,11 @@ def _wait_for_start(exec_fifo: int, launch: Launch) -> None:
         os._exit(1)  # start died before its go (the fifo is gone or not): never run the program
 
 
-def _exec(plan: ContainerPlan, launch: Launch, euid: int) -> NoReturn:
+def _exec(plan: ContainerPlan, launch: Launch) -> NoReturn:
     try:
-        if euid == 0:
-            os.setgroups(plan.additional_gids)
-            os.setgid(plan.gid)
-            os.setuid(plan.uid)
-        if launch.no_new_privs is not None:
-            launch.no_new_privs()
+        sec = plan.security
+        if sec is not None and sec.seccomp_program is not None and plan.no_new_privileges:
+            security.load_seccomp(sec)  # last: the filter need not allow the init's own steps
         os.execve(launch.executable, launch.args, launch.env)
     except Exception as err:  # noqa: BLE001 - past start, the container's stderr is all we have
         text = os_error_text(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"

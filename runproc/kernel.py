@@ -7,13 +7,6 @@ import time
 
 from runproc.errors import RunprocError
 
-# A constant mypy understands, without importing typing at run time (start-up cost).
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-PR_SET_NO_NEW_PRIVS = 38
-
 
 def proc_stat(pid: int) -> tuple[str, int, int] | None:
     """(state letter, session id, start time in clock ticks) of a process, or None if it is gone."""
@@ -72,15 +65,50 @@ def signal_process(pid: int, sig: int) -> bool:
 
 
 def container_processes(pid: int, start_time: int) -> list[int]:
-    """The container's live processes: its init's session, unless that session id is no longer ours.
+    """The container's live processes: those of its own pid namespace, else its init's session.
 
-    Once the init is gone its pid may be reused; if a new session leader has it,
-    the session with that id belongs to someone else and holds none of ours.
+    With its own pid namespace, the container's processes are that namespace's
+    (whatever sessions they make); once its init is gone the kernel has killed
+    them all. Without one, the init's session, unless that session id is no
+    longer ours: once the init is gone its pid may be reused, and if a new
+    session leader has it, that session belongs to someone else.
     """
+    namespace = own_pid_namespace(pid, start_time)
+    if namespace is not None:
+        return pid_namespace_members(namespace, start_time)
     stat = proc_stat(pid)
     if stat is not None and stat[2] != start_time and stat[1] == pid:
         return []
     return session_members(pid, start_time)
+
+
+def own_pid_namespace(pid: int, start_time: int) -> str | None:
+    """The pid namespace of a live init (as "pid:[inode]"), if it is not ours."""
+    if not process_alive(pid, start_time):
+        return None
+    try:
+        namespace = os.readlink(f"/proc/{pid}/ns/pid")
+        mine = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return namespace if namespace != mine else None
+
+
+def pid_namespace_members(namespace: str, not_before: int) -> list[int]:
+    """Live pids in the pid namespace `namespace`, started no earlier than `not_before`."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{name}/ns/pid") != namespace:
+                continue
+        except OSError:
+            continue
+        stat = proc_stat(int(name))
+        if stat and stat[2] >= not_before and stat[0] not in ("Z", "X", "x"):
+            members.append(int(name))
+    return members
 
 
 def signal_all(pid: int, start_time: int, sig: int) -> None:
@@ -102,25 +130,6 @@ def wait_until_gone(pid: int, start_time: int, timeout: float) -> bool:
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
     return True
-
-
-def no_new_privs_setter() -> Callable[[], None]:
-    """Prepare prctl(PR_SET_NO_NEW_PRIVS) now, call it later.
-
-    The init must import nothing after create returns (the frozen binary's
-    unpacked files may be gone by then), so ctypes is loaded here, early.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    prctl = libc.prctl
-
-    def set_no_new_privs() -> None:
-        if prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, os.strerror(errno))
-
-    return set_no_new_privs
 
 
 # The release binary's bootloader may hand over a lock on its unpacked files in

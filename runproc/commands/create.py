@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runproc.cli import Context
-from runproc.container import create_from_values
+from runproc.create import create_from_values
 from runproc.errors import RunprocError
 from runproc.state import StateStore
 

@@ -6,7 +6,8 @@ import _signal
 import os
 
 from runproc.cli import Context
-from runproc.container import create_from_values, destroy_container, start_container
+from runproc.container import destroy_container, start_container
+from runproc.create import create_from_values
 from runproc.errors import ContainerNotFound, RunprocError
 from runproc.log import report_error
 from runproc.state import ContainerRecord, StateStore

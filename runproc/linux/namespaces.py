@@ -90,53 +90,65 @@ def check_kernel_support(plan: NamespacePlan) -> None:
             raise RunprocError(f"linux.namespaces: {namespace.type} namespaces aren't enabled in the kernel")
 
 
-class ForChildren:
-    """Enter the pid and time namespaces of the next child (as a `with` around os.fork).
+def fork_in_child_namespaces(plan: NamespacePlan, joined: dict[str, int], restore: bool = True) -> int:
+    """os.fork, the child born in the container's pid and time namespaces (new or joined).
 
     unshare(CLONE_NEWPID) or setns() on a pid namespace changes only where the
-    caller's *children* go; on leaving, the caller points its children back at
-    its own namespaces, so nothing it forks later lands in the container's.
+    caller's *children* go: the parent enters them just around the fork and
+    then points its children back at its own namespaces, so nothing it forks
+    later (hooks, say) lands in the container's. Returns 0 in the child.
+    `restore=False`: a caller that only forks this one child (runproc.linux.spawn's
+    stage, which could not go back anyway) stays pointed at them.
     """
+    saved: dict[str, int] = {}
+    try:
+        for kind in FOR_CHILDREN:
+            if plan.get(kind) is not None:
+                if restore:
+                    saved[kind] = os.open(f"/proc/self/ns/{PROC_LINKS[kind]}", os.O_RDONLY | os.O_CLOEXEC)
+                _enter(kind, joined.get(kind))
+        pid = os.fork()
+    except BaseException:
+        _restore(saved)
+        raise
+    if pid == 0:
+        for fd in saved.values():  # the child stays where it was born
+            os.close(fd)
+        return 0
+    _restore(saved)
+    return pid
 
-    def __init__(self, plan: NamespacePlan, joined: dict[str, int]) -> None:
-        self.plan = plan
-        self.joined = joined
-        self.restore: dict[str, int] = {}
 
-    def __enter__(self) -> ForChildren:
-        try:
-            for kind in FOR_CHILDREN:
-                namespace = self.plan.get(kind)
-                if namespace is None:
-                    continue
-                self.restore[kind] = os.open(f"/proc/self/ns/{PROC_LINKS[kind]}", os.O_RDONLY | os.O_CLOEXEC)
-                _enter(kind, self.joined.get(kind))
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
+def _restore(saved: dict[str, int]) -> None:
+    try:
+        for kind, fd in saved.items():
+            syscalls.setns(fd, CLONE_FLAGS[kind])
+    finally:
+        for fd in saved.values():
+            os.close(fd)
 
-    def __exit__(self, *exc: object) -> None:
-        for kind, fd in self.restore.items():
-            try:
-                syscalls.setns(fd, CLONE_FLAGS[kind])
-            finally:
-                os.close(fd)
-        self.restore.clear()
+
+def join_all(plan: NamespacePlan, joined: dict[str, int]) -> None:
+    """Join every namespace given by path but pid and time, user first (runc's order)."""
+    for namespace in plan.namespaces:
+        if namespace.path and namespace.type not in FOR_CHILDREN:
+            _enter(namespace.type, joined[namespace.type])
 
 
 def enter(plan: NamespacePlan, joined: dict[str, int]) -> None:
-    """In the init: join the namespaces given by path, then make the new ones (pid and time excepted).
+    """In the init: join the namespaces given by path (unless a stage process already did, see
+    runproc.linux.spawn: `joined` is then empty), then make the new ones.
 
-    User namespaces are not entered here: they need the parent to write the id
-    maps, which the caller arranges before this.
+    pid and time namespaces are the parent's to enter (for its child), user
+    namespaces the stage's (they need the parent to write the id maps).
     """
     new_flags = 0
     for namespace in plan.namespaces:
         if namespace.type in FOR_CHILDREN or namespace.type == "user":
             continue
         if namespace.path:
-            _enter(namespace.type, joined[namespace.type])
+            if namespace.type in joined:
+                _enter(namespace.type, joined[namespace.type])
         else:
             new_flags |= CLONE_FLAGS[namespace.type]
     if new_flags:

@@ -13,7 +13,11 @@ fork/pivot_root; nothing here imports anything when called.
 from __future__ import annotations
 
 from runproc.linux import process_attrs, syscalls
-from runproc.linux.capabilities import apply_after_user_switch, apply_bounding, check_available
+from runproc.linux.capabilities import (
+    apply_after_user_switch,
+    apply_bounding,
+    check_available,
+)
 from runproc.linux.seccomp import compile_filter
 from runproc.spec.security import SecurityPlan
 
@@ -55,15 +59,16 @@ def before_user_switch(security: SecurityPlan, no_new_privileges: bool) -> None:
     apply_bounding(security.capabilities)
 
 
-def after_user_switch(security: SecurityPlan, no_new_privileges: bool) -> None:
+def after_user_switch(security: SecurityPlan, no_new_privileges: bool, load_filter: bool = True) -> None:
     """The capability sets, no_new_privs, the final CPU affinity, and, with no_new_privs,
-    the seccomp filter as the very last step before execve."""
+    the seccomp filter as the very last step before execve (`load_filter=False`: the
+    caller loads it later itself, with load_seccomp)."""
     apply_after_user_switch(security.capabilities)
     if no_new_privileges:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
     if security.cpu_affinity_final is not None:
         process_attrs.set_cpu_affinity(security.cpu_affinity_final, "final")
-    if security.seccomp_program is not None and no_new_privileges:
+    if security.seccomp_program is not None and no_new_privileges and load_filter:
         load_seccomp(security)
 
 

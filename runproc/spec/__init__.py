@@ -15,8 +15,11 @@ from runproc import jsonio
 from runproc.errors import RunprocError
 from runproc.fsutil import file_kind, os_error_text
 from runproc.spec.fields import optional, os_string
+from runproc.spec.namespaces import apply_namespaces
 from runproc.spec.plan import ContainerPlan
 from runproc.spec.process import apply_process
+from runproc.spec.rootfs import apply_rootfs
+from runproc.spec.security import apply_security
 
 __all__ = ["ContainerPlan", "load_plan", "plan_from_config", "read_config"]
 
@@ -101,6 +104,10 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
         if not plan.rootfs:
             raise RunprocError("config.json: root.path must be set (or use host mode)")
         _check_directory(plan.rootfs, "rootfs")
+        # The linux sections apply where runproc contains the process: as root, not in host mode.
+        apply_namespaces(config, plan)
+        apply_rootfs(config, plan)
+        apply_security(config, plan)
     return plan
 
 

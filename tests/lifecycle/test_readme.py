@@ -43,14 +43,15 @@ def fresh_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("readme")
     checkout = base / "checkout"
     tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True).stdout
+    venvs = (".venv", "build/static/.venv")
     for name in filter(None, tracked.decode().split("\0")):
         source = REPO / name
-        if not source.exists():
-            continue  # deleted in the work tree, not yet committed
+        if not source.exists() or name.startswith(venvs):
+            continue  # deleted in the work tree, not yet committed; or a venv (linked below)
         target = checkout / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target, follow_symlinks=False)
-    for venv in (".venv", "build/static/.venv"):
+    for venv in venvs:
         if (REPO / venv).is_dir():
             (checkout / venv).symlink_to(REPO / venv)
     for parent in [checkout, *checkout.parents]:

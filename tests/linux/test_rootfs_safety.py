@@ -193,6 +193,8 @@ def test_user_namespace_bind_keeps_locked_flags(tmp_path: Path, busybox_rootfs: 
     """In a user namespace a read-only bind remount must keep the source's locked flags (else EPERM)."""
     config = copy.deepcopy(spec_config)
     config["linux"]["namespaces"].append({"type": "user"})
+    # The harness runs under `unshare --map-root-user`, which writes these maps itself.
+    config["linux"]["uidMappings"] = config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
     for m in config["mounts"]:  # gid 5 is not mapped in the test's user namespace
         m["options"] = [option for option in m.get("options", []) if option != "gid=5"]
     mounts = [{"destination": "/locked", "source": str(locked_source), "options": ["rbind", "ro"]},

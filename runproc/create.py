@@ -1,0 +1,242 @@
+"""create: check everything, fork the container's init into its namespaces, record it.
+
+Imported only by the commands that create (create, run): it loads the init
+and the kernel-facing code the init runs, before the fork, since the child
+must not need to load anything once it has moved into the container.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import time
+
+from runproc.errors import RunprocError
+from runproc.fsutil import os_error_text, write_file_atomic
+from runproc.init import InitChannels, InitOptions, container_init
+from runproc.kernel import process_start_time, signal_process
+from runproc.linux import security
+from runproc.linux.namespaces import check_kernel_support, open_joined
+from runproc.linux.namespaces import close_all as close_namespaces
+from runproc.linux.spawn import spawn_init
+from runproc.spec import ContainerPlan, load_plan
+from runproc.spec.rootfs import check_no_pivot
+from runproc.state import (
+    EXEC_FIFO,
+    ContainerRecord,
+    LockedContainer,
+    StateStore,
+    rfc3339_nano,
+    validate_id,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+
+def resolve_bundle(bundle: str | bool | None) -> str:
+    """The bundle's real absolute path (runc's state shows it resolved); the current directory by default."""
+    return os.path.realpath(bundle) if isinstance(bundle, str) and bundle else os.getcwd()
+
+
+def check_pid_file(pid_file: str | bool | None) -> str | None:
+    """An absolute --pid-file path whose directory exists, checked before anything is made."""
+    if not isinstance(pid_file, str) or not pid_file:
+        return None
+    path = os.path.abspath(pid_file)
+    directory = os.path.dirname(path)
+    try:
+        if not stat.S_ISDIR(os.stat(directory).st_mode):
+            raise RunprocError(f"pid file {path}: {directory} is not a directory")
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            raise RunprocError(f"pid file {path} is a directory")
+    except FileNotFoundError:
+        if not os.path.isdir(directory):
+            raise RunprocError(f"pid file {path}: directory {directory} does not exist") from None
+    except OSError as err:
+        raise RunprocError(f"pid file {path}: {os_error_text(err)}") from None
+    return path
+
+
+def parse_preserve_fds(raw: str | bool | None) -> int:
+    if raw is None or raw is False:
+        return 0
+    if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit()):
+        raise RunprocError(f"--preserve-fds must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+def load_plan_for(values: dict[str, str | bool]) -> ContainerPlan:
+    """The plan for create/run: bundle from --bundle or the positional, host mode from RUNPROC_HOST."""
+    bundle = resolve_bundle(values.get("bundle"))
+    host_env = os.environ.get("RUNPROC_HOST") == "1"
+    return load_plan(bundle, host_env, os.geteuid())
+
+
+def create_from_values(store: StateStore, values: dict[str, str | bool]) -> ContainerRecord:
+    """create (and run) from their command-line values: check everything, then create."""
+    container_id = str(values["id"])
+    validate_id(container_id)
+    pid_file = check_pid_file(values.get("pid_file"))
+    options = InitOptions(parse_preserve_fds(values.get("preserve_fds")), bool(values.get("no_pivot")))
+    return create_container(store, container_id, load_plan_for(values), pid_file, options)
+
+
+def create_container(
+    store: StateStore,
+    container_id: str,
+    plan: ContainerPlan,
+    pid_file: str | None,
+    options: InitOptions,
+) -> ContainerRecord:
+    """Fork the init, wait until it is ready and blocked before exec, record it.
+
+    On any failure nothing is left: no directory, no process, no pid file. The
+    init goes on only once create has recorded it (its go-ahead pipe): if create
+    dies half-way, even by SIGKILL, the init exits instead of waiting forever.
+    """
+    if plan.terminal:
+        raise RunprocError("process.terminal is true, but terminals are not supported yet")
+    joined = prepare_isolation(plan, options)
+    try:
+        lock = store.reserve(container_id)
+    except BaseException:
+        close_namespaces(joined)
+        raise
+    with lock:  # cleaning up under the lock: no other create can take the id meanwhile
+        init = None
+        try:
+            init = InitProcess(plan, lock, options, joined)
+            init.wait_ready()
+            record = ContainerRecord(container_id, lock.directory, lock.fd)
+            record.pid = init.pid
+            record.start_time = process_start_time(init.pid)
+            record.bundle = plan.bundle
+            record.rootfs = plan.rootfs
+            record.created = rfc3339_nano(time.time_ns())
+            record.annotations = plan.annotations
+            store.save(lock, record)
+            if pid_file:
+                _write_pid_file(pid_file, init.pid)
+            init.go_ahead()
+            return record
+        except BaseException:
+            if init is not None:
+                init.abort()
+            store.remove(lock)
+            raise
+
+
+def prepare_isolation(plan: ContainerPlan, options: InitOptions) -> dict[str, int]:
+    """What create checks and loads before the fork: the namespaces to join (opened, types
+    checked), the seccomp filter (compiled), the capabilities (against ours). Returns the
+    joined namespaces' fds, which the init inherits."""
+    if plan.rootfs_setup is not None and options.no_pivot:
+        check_no_pivot(plan.rootfs_setup)
+    if plan.security is not None:
+        security.prepare(plan.security, os.geteuid())
+    if plan.namespaces is None:
+        return {}
+    check_kernel_support(plan.namespaces)
+    return open_joined(plan.namespaces)
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    try:
+        dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            # Bare digits, no newline: containerd parses the whole file as one integer.
+            write_file_atomic(dir_fd, os.path.basename(path), str(pid).encode(), 0o666)  # less the umask, as runc
+        finally:
+            os.close(dir_fd)
+    except OSError as err:
+        raise RunprocError(f"cannot write pid file {path}: {os_error_text(err)}") from None
+
+
+class InitProcess:
+    """The forked container init, seen from create: its pid and the two pipes to it."""
+
+    def __init__(self, plan: ContainerPlan, lock: LockedContainer, options: InitOptions,
+                 joined: dict[str, int]) -> None:
+        # The init's end of the exec fifo: opened here, by create, so that the init
+        # never needs a path or a directory fd of the host to reach it (a fifo fd
+        # is no way out of the container: one cannot chdir or open beneath it).
+        fifo = os.open(EXEC_FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=lock.fd)
+        fds = [fifo, *os.pipe(), *os.pipe()]
+        # Keep our own fds above any the caller asked to pass through (--preserve-fds).
+        preserve_fds = options.preserve_fds
+        low = 3 + preserve_fds
+        moved: list[int] = []
+        try:
+            for fd in fds:
+                moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low))
+        except OSError as err:
+            for fd in moved:
+                os.close(fd)
+            raise RunprocError(f"--preserve-fds {preserve_fds}: {os_error_text(err)}") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        fifo, report_r, report_w, go_r, go_w = moved
+
+        def run_init() -> NoReturn:  # in the child: never returns into create's code
+            try:
+                container_init(plan, InitChannels(report_w, go_r, fifo, joined), options)
+            finally:
+                os._exit(1)
+
+        try:
+            self.pid = spawn_init(plan.namespaces, joined, run_init)
+        except BaseException:
+            for fd in moved:
+                os.close(fd)
+            raise
+        for fd in (fifo, report_w, go_r):
+            os.close(fd)
+        close_namespaces(joined)
+        self.report_r: int | None = report_r
+        self.go_w: int | None = go_w
+
+    def wait_ready(self) -> None:
+        """Wait for the init's report: ready, or why it cannot start."""
+        assert self.report_r is not None
+        report = b""
+        while report != b"\0":
+            chunk = os.read(self.report_r, 4096)
+            if not chunk:
+                break
+            report += chunk
+        os.close(self.report_r)
+        self.report_r = None
+        if report != b"\0":
+            message = report.decode(errors="replace") or "the container init exited before it was ready"
+            raise RunprocError(f"unable to start container process: {message}")
+
+    def go_ahead(self) -> None:
+        """Tell the init it is recorded: it may now wait for start."""
+        assert self.go_w is not None
+        try:
+            os.write(self.go_w, b"\1")
+        except BrokenPipeError:
+            raise RunprocError("unable to start container process: the container init exited") from None
+        finally:
+            os.close(self.go_w)
+            self.go_w = None
+
+    def abort(self) -> None:
+        """Kill the init and collect it (it is our child until create exits)."""
+        signal_process(self.pid, 9)
+        _reap(self.pid)
+        for fd in (self.report_r, self.go_w):
+            if fd is not None:
+                os.close(fd)
+
+
+def _reap(pid: int) -> None:
+    """Collect our child's exit status so no zombie is left (it is ours until create exits)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
