@@ -73,6 +73,7 @@ COMMANDS: dict[str, CommandSpec] = {
         ("id",),
         1,
     ),
+    "features": CommandSpec("print what this runtime supports, as JSON", {}, (), 0),
     "spec": CommandSpec(
         "write runc's default config.json into the bundle",
         {"--bundle": ("bundle", True), "-b": ("bundle", True), "--rootless": ("rootless", False)},

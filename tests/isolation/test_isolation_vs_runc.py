@@ -1,0 +1,203 @@
+"""Differential tests: what a container sees under runc and under runproc, from the same bundle.
+
+Each test compares the two runtimes' probe output, normalised (see conftest).
+Run against runc on both sides (RUNPROC_BIN=/usr/sbin/runc) every comparison
+holds: that is how the normalisation is checked to keep only what is stable.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from isolation_probe import NAMESPACE_SCRIPT, Probe, SpecBundle, mount_table, namespace_view
+
+Probes = tuple[Probe, Probe]
+
+
+def both(probes: Probes, bundle: Path, expect_code: int = 0) -> tuple[str, str]:
+    runc, runproc = probes
+    return runc.run(bundle, expect_code), runproc.run(bundle, expect_code)
+
+
+def test_namespaces_are_runc_specs(probes: Probes, spec_bundle: SpecBundle) -> None:
+    runc_out, runproc_out = both(probes, spec_bundle(NAMESPACE_SCRIPT))
+    runc_view = namespace_view(runc_out)
+    assert runc_view["pid"] == runc_view["net"] == runc_view["mnt"] == "own"
+    assert namespace_view(runproc_out) == runc_view
+
+
+def test_program_is_pid_one(probes: Probes, spec_bundle: SpecBundle) -> None:
+    runc_out, runproc_out = both(probes, spec_bundle("echo $$; ps -o pid,comm"))
+    assert runproc_out == runc_out
+    assert runproc_out.splitlines()[0] == "1"
+
+
+def test_mount_table(probes: Probes, spec_bundle: SpecBundle) -> None:
+    runc_out, runproc_out = both(probes, spec_bundle("cat /proc/self/mountinfo"))
+    assert mount_table(runproc_out) == mount_table(runc_out)
+
+
+def test_dev(probes: Probes, spec_bundle: SpecBundle) -> None:
+    # Names, types, modes, owners and device numbers; not times.
+    script = "ls -lan /dev /dev/pts /dev/shm /dev/mqueue | awk '{print $1, $3, $4, $5, $6, $NF}'"
+    runc_out, runproc_out = both(probes, spec_bundle(script))
+    assert runproc_out == runc_out
+
+
+def test_process_status(probes: Probes, spec_bundle: SpecBundle) -> None:
+    script = "grep -E '^(Cap|NoNewPrivs|Seccomp|Uid|Gid|Groups)' /proc/self/status; umask; ulimit -n"
+    runc_out, runproc_out = both(probes, spec_bundle(script))
+    assert runproc_out == runc_out
+
+
+def test_masked_and_readonly_paths(probes: Probes, spec_bundle: SpecBundle) -> None:
+    script = (
+        "wc -c /proc/kcore; ls /sys/firmware | wc -l; cat /proc/keys | wc -c;"
+        "echo 1 > /proc/sysrq-trigger && echo wrote-sysrq;"
+        "echo 1 > /proc/sys/kernel/ns_last_pid && echo wrote-sys;"
+        "touch /new-file && echo wrote-root; true"
+    )
+    runc_out, runproc_out = both(probes, spec_bundle(script))
+    assert runproc_out == runc_out
+    assert "wrote" not in runproc_out
+
+
+def set_names(config: dict) -> None:
+    config["hostname"] = "probe-host"
+    config["domainname"] = "probe.example"
+
+
+def test_hostname_and_domainname(probes: Probes, spec_bundle: SpecBundle) -> None:
+    runc_out, runproc_out = both(probes, spec_bundle("hostname; cat /proc/sys/kernel/domainname", set_names))
+    runc_host, runproc_host = runc_out.splitlines()[0], runproc_out.splitlines()[0]
+    assert runproc_host == runc_host == "probe-host"
+    # runc 1.1 predates `domainname` (runtime-spec 1.1 added it, runc 1.2 sets it): the spec is the reference.
+    assert runproc_out.splitlines()[1] == "probe.example"
+
+
+def set_sysctls(config: dict) -> None:
+    config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shmmni": "1234",
+                                 "net.ipv4.ip_local_port_range": "2000 3000"}
+
+
+def test_sysctl(probes: Probes, spec_bundle: SpecBundle) -> None:
+    script = "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni /proc/sys/net/ipv4/ip_local_port_range"
+    runc_out, runproc_out = both(probes, spec_bundle(script, set_sysctls))
+    assert runproc_out == runc_out
+    assert runproc_out.split() == ["1", "1234", "2000", "3000"]
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"rp-iso-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "delete", name], check=True)
+
+
+def test_joined_network_namespace(probes: Probes, spec_bundle: SpecBundle, netns: str) -> None:
+    path = f"/run/netns/{netns}"
+
+    def join(config: dict) -> None:
+        for namespace in config["linux"]["namespaces"]:
+            if namespace["type"] == "network":
+                namespace["path"] = path
+
+    runc_out, runproc_out = both(probes, spec_bundle("readlink /proc/self/ns/net; ip -o link | wc -l", join))
+    assert runproc_out == runc_out
+    assert runproc_out.splitlines()[0] == f"net:[{os.stat(path).st_ino}]"
+
+
+def add_mounts(config: dict) -> None:
+    config["mounts"] += [
+        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "nodev", "noexec", "mode=1770", "size=65536k"]},
+        {"destination": "/etc/hostname-copy", "type": "bind", "source": "/etc/hostname", "options": ["rbind", "ro"]},
+        {"destination": "/data/deep/dir", "source": "/usr/share/doc", "options": ["rbind", "rprivate", "ro"]},
+    ]
+
+
+def test_extra_mounts(probes: Probes, spec_bundle: SpecBundle) -> None:
+    script = "cat /proc/self/mountinfo; stat -c '%a %F' /scratch; touch /etc/hostname-copy || echo ro"
+    runc_out, runproc_out = both(probes, spec_bundle(script, add_mounts))
+    assert mount_table(runproc_out) == mount_table(runc_out)
+    assert runproc_out.splitlines()[-2:] == runc_out.splitlines()[-2:]
+
+
+def add_devices(config: dict) -> None:
+    config["linux"]["devices"] = [
+        {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o640, "uid": 0, "gid": 0},
+        {"path": "/dev/extra/loopish", "type": "b", "major": 7, "minor": 200, "fileMode": 0o600},
+    ]
+
+
+def test_devices(probes: Probes, spec_bundle: SpecBundle) -> None:
+    runc_out, runproc_out = both(probes, spec_bundle("ls -ln /dev/fuse /dev/extra | awk '{print $1,$3,$4,$5,$6,$NF}'",
+                                                     add_devices))
+    assert runproc_out == runc_out
+
+
+def run_as_user(config: dict) -> None:
+    config["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [5, 1001]}
+    config["process"]["capabilities"]["ambient"] = ["CAP_NET_BIND_SERVICE"]
+
+
+def test_non_root_user_capabilities(probes: Probes, spec_bundle: SpecBundle) -> None:
+    script = "grep -E '^(Cap|NoNewPrivs|Uid|Gid|Groups)' /proc/self/status; id"
+    runc_out, runproc_out = both(probes, spec_bundle(script, run_as_user))
+    assert runproc_out == runc_out
+
+
+def all_capabilities(config: dict) -> None:
+    names = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SYS_ADMIN", "CAP_SYS_RESOURCE", "CAP_NET_ADMIN", "CAP_KILL"]
+    config["process"]["capabilities"] = {kind: names for kind in ("bounding", "effective", "permitted")}
+
+
+def test_capability_the_host_lacks(probes: Probes, spec_bundle: SpecBundle) -> None:
+    """This VM's bounding set has no CAP_SYS_RESOURCE: do what runc does with a spec that asks for it."""
+    runc, runproc = probes
+    bundle = spec_bundle("grep -E '^Cap' /proc/self/status", all_capabilities)
+    runc_result = runc.side("run", "--bundle", str(bundle), "caps-runc")
+    runproc_result = runproc.side("run", "--bundle", str(bundle), "caps-runproc")
+    assert runproc_result.returncode == runc_result.returncode
+    assert runproc_result.stdout == runc_result.stdout
+
+
+def user_namespace(config: dict) -> None:
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+
+def test_user_namespace(probes: Probes, spec_bundle: SpecBundle, probe_rootfs: Path) -> None:
+    script = "cat /proc/self/uid_map /proc/self/gid_map; id; grep -E '^Cap' /proc/self/status; " + NAMESPACE_SCRIPT
+    runc_out, runproc_out = both(probes, spec_bundle(script, user_namespace))
+    assert runproc_out.splitlines()[:4] == runc_out.splitlines()[:4]
+    assert namespace_view(runproc_out) == namespace_view(runc_out)
+
+
+def deny_mkdir(config: dict) -> None:
+    config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]})
+    config["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            {"names": ["fchmodat"], "action": "SCMP_ACT_ERRNO",
+             "args": [{"index": 2, "value": 0o4000, "valueTwo": 0o4000, "op": "SCMP_CMP_MASKED_EQ"}]},
+            {"names": ["no_such_syscall_anywhere"], "action": "SCMP_ACT_ERRNO"},
+        ],
+    }
+
+
+def test_seccomp(probes: Probes, spec_bundle: SpecBundle) -> None:
+    script = ("grep Seccomp /proc/self/status; mkdir /tmp/d 2>&1; touch /tmp/f; chmod 4755 /tmp/f 2>&1;"
+              "chmod 755 /tmp/f && echo plain-chmod-ok")
+    runc_out, runproc_out = both(probes, spec_bundle(script, deny_mkdir))
+    assert runproc_out == runc_out
+    assert "Operation not permitted" in runproc_out and "plain-chmod-ok" in runproc_out
