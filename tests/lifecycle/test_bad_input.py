@@ -12,23 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from chaos_testlib import processes_tagged
 from runproc_testlib import NOBODY, MakeBundle, Runproc, require_root
-
-
-def processes_tagged(tag: str) -> list[int]:
-    """Live processes whose environment carries `tag` (a leaked init inherits create's environment)."""
-    needle = f"RUNPROC_TEST_TAG={tag}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                environ = Path(f"/proc/{name}/environ").read_bytes()
-                state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if needle in environ.split(b"\0") and state != "Z":
-                found.append(int(name))
-    return found
 
 
 def assert_clean_failure(result, message: str) -> None:  # type: ignore[no-untyped-def]
