@@ -238,6 +238,9 @@ def fetch_kernel(cache: Path = CACHE) -> Kernel:
             _extract_boot_files(debs[0], staging)
             # The .deb (~70 MB) is not kept: the 8 MB vmlinuz is all a boot needs.
             staging.rename(entry)
+        for old in cache.glob("linux-image-*"):  # earlier kernel versions: superseded
+            if old != entry:
+                shutil.rmtree(old, ignore_errors=True)
     return kernel
 
 
@@ -451,7 +454,12 @@ def _boot(argv: list[str], console_path: Path, results_path: Path, timeout: floa
     return code, time.monotonic() - start, booted
 
 
-def run_scenarios(scenarios: Mapping[str, str], files: Files | None = None, *, runproc: Path,
+def default_runproc() -> Path:
+    """$RUNPROC_BIN, else dist/runproc (as runproc_testlib.runproc_path, without pytest)."""
+    return Path(os.environ.get("RUNPROC_BIN", REPO / "dist" / "runproc")).resolve()
+
+
+def run_scenarios(scenarios: Mapping[str, str], files: Files | None = None, *, runproc: Path | None = None,
                   timeout: float | None = None, accel: str | None = None, memory_mb: int = 1024,
                   cpus: int = 2, scenario_timeout: int | None = None, workdir: Path | None = None) -> VmResult:
     """Boot once and run `scenarios` (name -> sh script body) in order; raises VmError unless all reported.
@@ -460,6 +468,7 @@ def run_scenarios(scenarios: Mapping[str, str], files: Files | None = None, *, r
     else TCG; RUNPROC_VM_ACCEL=kvm|tcg or `accel` force one, without fallback.
     """
     global _kvm_broken
+    runproc = runproc or default_runproc()
     forced = accel or os.environ.get("RUNPROC_VM_ACCEL") or None
     accel = forced or ("kvm" if kvm_usable() and _kvm_broken is None else "tcg")
     kernel = fetch_kernel()
@@ -502,7 +511,7 @@ def run_scenarios(scenarios: Mapping[str, str], files: Files | None = None, *, r
 
 
 def run_in_v2_vm(script: str, files: Files | None = None, timeout: float | None = None, *,
-                 runproc: Path, **kwargs: object) -> VmResult:
+                 runproc: Path | None = None, **kwargs: object) -> VmResult:
     """One scenario in its own boot; `.exit_code` and `.output` are the script's."""
     return run_scenarios({"main": script}, files, runproc=runproc, timeout=timeout, **kwargs)  # type: ignore[arg-type]
 
@@ -512,7 +521,7 @@ def _main(argv: Iterable[str]) -> int:
 
     parser = argparse.ArgumentParser(description="boot the cgroup v2 VM and run one sh script in it")
     parser.add_argument("script", type=Path)
-    parser.add_argument("--runproc", type=Path, default=Path(os.environ.get("RUNPROC_BIN", REPO / "dist/runproc")))
+    parser.add_argument("--runproc", type=Path, default=default_runproc())
     parser.add_argument("--accel", choices=("kvm", "tcg"))
     args = parser.parse_args(list(argv))
     ensure_host_packages()

@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from runproc_testlib import MakeBundle, Runproc
-
-
-def processes_tagged(tag: str) -> list[int]:
-    """Live processes whose environment carries `tag` (a leaked init inherits create's environment)."""
-    needle = f"RUNPROC_TEST_TAG={tag}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                environ = Path(f"/proc/{name}/environ").read_bytes()
-                state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if needle in environ.split(b"\0") and state != "Z":
-                found.append(int(name))
-    return found
+from chaos_testlib import processes_tagged
+from runproc_testlib import NOBODY, MakeBundle, Runproc, require_root
 
 
 def assert_clean_failure(result, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -100,6 +87,34 @@ def set_process(key: str, value: object) -> Callable[[dict], None]:
     return mutate
 
 
+def config_replaced_by(make_target: Callable[[Path], None], kind: str) -> Setup:
+    """config.json replaced by something that is not a regular file (or a link to one)."""
+    def setup(make_bundle: MakeBundle, tmp_path: Path) -> tuple[list[str], str]:
+        bundle = make_bundle(["/bin/true"])
+        (bundle / "config.json").unlink()
+        make_target(bundle / "config.json")
+        return ["create", "-b", str(bundle), "bad"], f"{bundle}/config.json is {kind}, not a regular file"
+
+    return setup
+
+
+def huge_config(make_bundle: MakeBundle, tmp_path: Path) -> tuple[list[str], str]:
+    bundle = make_bundle(["/bin/true"])
+    with open(bundle / "config.json", "ab") as stream:
+        stream.write(b" " * (4 << 20))
+    return ["create", "-b", str(bundle), "bad"], f"{bundle}/config.json is larger than 4 MiB: refused"
+
+
+def rootfs_replaced_by(make_target: Callable[[Path], None], kind: str) -> Setup:
+    def setup(make_bundle: MakeBundle, tmp_path: Path) -> tuple[list[str], str]:
+        rootfs = tmp_path / "not-a-dir"
+        make_target(rootfs)
+        bundle = make_bundle(["/bin/true"], rootfs=rootfs)
+        return ["create", "-b", str(bundle), "bad"], f"rootfs {rootfs} is not a directory: it is {kind}"
+
+    return setup
+
+
 CREATE_CASES: dict[str, Setup] = {
     "missing bundle": missing_bundle,
     "missing config.json": missing_config,
@@ -132,6 +147,20 @@ CREATE_CASES: dict[str, Setup] = {
     "huge --preserve-fds": lambda mb, tp: (["create", "--preserve-fds", "100000000", "-b", str(mb(["/bin/true"])),
                                             "bad"], "--preserve-fds 100000000: invalid argument"),
     "deeply nested config": nested_config,
+    "config.json links to /dev/zero": config_replaced_by(lambda p: p.symlink_to("/dev/zero"), "a character device"),
+    "config.json is a fifo": config_replaced_by(os.mkfifo, "a fifo"),
+    "config.json is a directory": config_replaced_by(os.mkdir, "a directory"),
+    "config.json over 4 MiB": huge_config,
+    "rootfs is a file": rootfs_replaced_by(lambda p: p.write_text(""), "a regular file"),
+    "rootfs is a fifo": rootfs_replaced_by(os.mkfifo, "a fifo"),
+    "rlimit type not a string": lambda mb, tp: (bundle_with(set_process("rlimits", [{"type": ["RLIMIT_AS"], "soft": 1,
+                                                                                     "hard": 1}]))(mb, tp)[0],
+                                                "config.json: process.rlimits[0].type must be a string"),
+    "too many additionalGids": with_args(["/bin/true"], "process.user.additionalGids has 65537 entries; the kernel "
+                                         "allows at most 65536", user={"uid": 0, "gid": 0,
+                                                                       "additionalGids": [1] * 65537}),
+    "cwd 3000 levels deep": with_args(["/bin/true"], "process.cwd is longer than the kernel's PATH_MAX",
+                                      cwd="/a" * 3000),
 }
 
 
@@ -217,3 +246,52 @@ def test_unwritable_state_root(runproc_bin: Path, make_bundle: MakeBundle, tmp_p
     tool = Runproc(runproc_bin, blocker / "state")
     assert_clean_failure(tool("create", "x", str(make_bundle(["/bin/true"]))),
                          f"cannot create state directory {blocker}/state: not a directory")
+
+
+@pytest.mark.parametrize("limits, script, output", [
+    # Limits meant for the program apply after the init's own work: it never fails of them.
+    ([("RLIMIT_NOFILE", 0)], "ulimit -n", "0\n"),
+    ([("RLIMIT_NOFILE", 3)], "ulimit -n", "3\n"),
+    ([("RLIMIT_AS", 64 << 20), ("RLIMIT_DATA", 32 << 20)], "echo small", "small\n"),
+    ([("RLIMIT_STACK", 256 << 10)], "echo stack", "stack\n"),
+])
+def test_program_limits_do_not_starve_the_init(limits: list[tuple[str, int]], script: str, output: str,
+                                               runproc: Runproc, make_bundle: MakeBundle) -> None:
+    require_root()
+    rlimits = [{"type": kind, "soft": value, "hard": value} for kind, value in limits]
+    # The busybox rootfs's sh is static: it needs no fd to start.
+    result = runproc("run", "lim", str(make_bundle(["/bin/sh", "-c", script], rlimits=rlimits)))
+    assert (result.returncode, result.stdout, result.stderr) == (0, output, "")
+
+
+def test_tiny_address_space_fails_in_the_program_not_the_init(runproc: Runproc, make_bundle: MakeBundle) -> None:
+    """RLIMIT_AS of 1 MiB: the init still gets to exec (no MemoryError); the kernel then fails the program."""
+    require_root()
+    bundle = make_bundle(["/bin/true"], rlimits=[{"type": "RLIMIT_AS", "soft": 1 << 20, "hard": 1 << 20}])
+    runproc.ok("create", "tiny", str(bundle))
+    runproc.ok("start", "tiny")
+    assert runproc.wait_status("tiny", "stopped")["status"] == "stopped"
+
+
+def test_signalling_another_users_process_is_a_clear_error(runproc_bin: Path, world_tmp: Path) -> None:
+    """nobody's own record naming a process of root's (as after a setuid program): one clear line."""
+    require_root()
+    state = world_tmp / "nobody-state"
+    binary = world_tmp / "runproc"
+    shutil.copy2(runproc_bin, binary)
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        start = int(Path(f"/proc/{sleeper.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        record = {"id": "c1", "pid": sleeper.pid, "start_time": start, "bundle": "/", "rootfs": "/",
+                  "created": "2026-01-01T00:00:00Z", "annotations": {}, "owner": ""}
+        script = (f"mkdir -m 700 {state} {state}/c1 && umask 077 && "
+                  f"echo '{json.dumps(record)}' > {state}/c1/state.json")
+        subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "sh", "-c", script],
+                       check=True)
+        nobody = Runproc(binary, state, as_user=NOBODY)
+        assert_clean_failure(nobody("kill", "c1", "KILL"),
+                             f"cannot send signal 9 to process {sleeper.pid}: operation not permitted")
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
