@@ -172,7 +172,6 @@ def test_pivot_root_works_in_the_vm(vm: VmResult) -> None:
 
 # runproc's linux.namespaces and mounts are checked but not applied yet (they run the
 # program in the host's namespaces): remove the mark when they are wired.
-@pytest.mark.xfail(reason="linux.namespaces/mounts not wired into create yet", strict=False)
 def test_run_with_namespaces_pivots_root(vm: VmResult) -> None:
     out = ok(vm, "run_namespaces")
     # pid 1 of a new pid namespace, in a uts namespace with the spec's hostname.
