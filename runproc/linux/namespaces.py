@@ -67,7 +67,7 @@ def _open_namespace(kind: str, path: str) -> int:
     if actual != CLONE_FLAGS[kind]:
         os.close(fd)
         found = _NAMES.get(actual, f"0x{actual:x}")
-        raise RunprocError(f"{where}: is a {found} namespace, not a {kind} namespace")
+        raise RunprocError(f"{where}: is a namespace of type {found}, not {kind}")
     return fd
 
 
