@@ -117,9 +117,10 @@ def _prepare(plan: ContainerPlan, channels: InitChannels, options: InitOptions, 
     if not plan.has_env("HOME"):
         # As runc: HOME from the container's /etc/passwd, else "/".
         plan.env = [*plan.env, f"HOME={home_directory(plan.uid if euid == 0 else euid)}"]
-    launch = Launch(_find_executable_as_user(plan, euid), plan, channels.exec_fifo)
+    groups = _supplementary_groups(plan)
+    launch = Launch(_find_executable_as_user(plan, euid, groups), plan, channels.exec_fifo)
     _apply_rlimits(plan, euid)
-    _become_the_user(plan, euid)
+    _become_the_user(plan, euid, groups)
     # While it waits, no process of the container (or one sharing its pid namespace)
     # may ptrace it or open its /proc files (exe, fds, memory): as runc's init. (Set
     # last: the setup above reads its own /proc/self, which this would make root's.)
@@ -166,7 +167,7 @@ def _enter_root(plan: ContainerPlan, options: InitOptions, euid: int) -> None:
         user_namespace = plan.namespaces is not None and plan.namespaces.private("user")
         rootfs.setup_rootfs(setup, plan.rootfs, user_namespace=user_namespace, no_pivot=options.no_pivot)
         rootfs.finalize_rootfs(setup)
-    elif plan.chroots(euid):
+    elif plan.contained:
         try:
             os.chroot(plan.rootfs)
             os.chdir("/")
@@ -180,7 +181,7 @@ def _enter_root(plan: ContainerPlan, options: InitOptions, euid: int) -> None:
 
 
 def _enter_cwd(plan: ContainerPlan, euid: int) -> None:
-    contained = plan.chroots(euid)
+    contained = plan.contained
     if contained:
         _make_cwd(plan.cwd)
     try:
@@ -210,11 +211,28 @@ def _make_cwd(cwd: str) -> None:
                 pass  # there already, or the chdir that follows says what is wrong
 
 
-def _find_executable_as_user(plan: ContainerPlan, euid: int) -> str:
+def _supplementary_groups(plan: ContainerPlan) -> list[int] | None:
+    """The groups to set, or None where the kernel forbids setgroups: in a user namespace
+    whose setgroups is "deny" (a rootless one). runc leaves them alone there too."""
+    try:
+        with open("/proc/self/setgroups", "rb") as stream:
+            if stream.read().strip() == b"deny":
+                return None
+    except OSError:
+        pass
+    return plan.additional_gids
+
+
+def _set_groups(groups: list[int] | None) -> None:
+    if groups is not None:
+        os.setgroups(groups)
+
+
+def _find_executable_as_user(plan: ContainerPlan, euid: int, groups: list[int] | None) -> str:
     """Look the program up with the container user's permissions, as runc does after switching."""
     switch_user = euid == 0 and (plan.uid or plan.gid)
     if switch_user:
-        os.setgroups(plan.additional_gids)
+        _set_groups(groups)
         os.setegid(plan.gid)
         os.seteuid(plan.uid)
     try:
@@ -260,7 +278,7 @@ def _apply_rlimits(plan: ContainerPlan, euid: int) -> None:
             raise InitError(f"setrlimit {RLIMIT_NAMES.get(kind, kind)}: {err}") from None
 
 
-def _become_the_user(plan: ContainerPlan, euid: int) -> None:
+def _become_the_user(plan: ContainerPlan, euid: int, groups: list[int] | None) -> None:
     """The user switch, with the security plan's steps around it (runc's finalizeNamespace).
 
     Done before the report, as runc does, so that a refusal fails create, not
@@ -270,7 +288,7 @@ def _become_the_user(plan: ContainerPlan, euid: int) -> None:
     if sec is not None:
         security.before_user_switch(sec, plan.no_new_privileges)
     if euid == 0:
-        os.setgroups(plan.additional_gids)
+        _set_groups(groups)
         os.setgid(plan.gid)
         os.setuid(plan.uid)
     if sec is not None:

@@ -100,7 +100,8 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
         assert isinstance(root_path, str)
         if root_path:
             plan.rootfs = os.path.normpath(os.path.join(bundle, os_string(root_path, "root.path")))
-    if plan.chroots(euid):
+    plan.contained = not plan.host_mode and (euid == 0 or _has_user_namespace(config))
+    if plan.contained:
         if not plan.rootfs:
             raise RunprocError("config.json: root.path must be set (or use host mode)")
         _check_directory(plan.rootfs, "rootfs")
@@ -109,6 +110,14 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
         apply_rootfs(config, plan)
         apply_security(config, plan)
     return plan
+
+
+def _has_user_namespace(config: dict) -> bool:
+    """Does the spec ask for a user namespace? (Checked properly by spec.namespaces; this only decides
+    whether an unprivileged caller gets a rootless container or, as before, the host.)"""
+    linux = config.get("linux")
+    entries = linux.get("namespaces") if isinstance(linux, dict) else None
+    return isinstance(entries, list) and any(isinstance(e, dict) and e.get("type") == "user" for e in entries)
 
 
 def _check_directory(path: str, what: str) -> None:

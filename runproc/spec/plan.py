@@ -26,6 +26,7 @@ class ContainerPlan:
         "terminal",
         "rootfs",
         "host_mode",
+        "contained",
         "annotations",
         "namespaces",
         "rootfs_setup",
@@ -46,16 +47,15 @@ class ContainerPlan:
         self.terminal = False
         self.rootfs = ""  # absolute path, "" when the spec names none
         self.host_mode = False
+        # Run in the container's own root and namespaces: as root (not in host mode), or as
+        # an unprivileged user whose spec has a user namespace (a rootless container).
+        self.contained = False
         self.annotations: dict[str, str] = {}
         # The linux sections, each planned by its own module in runproc.spec
         # (None: the section does not apply, e.g. host mode or no mount namespace).
         self.namespaces: NamespacePlan | None = None  # namespaces, id maps, hostname, sysctl
         self.rootfs_setup: RootfsPlan | None = None  # mounts, devices, masked/readonly paths, propagation
         self.security: SecurityPlan | None = None  # capabilities, seccomp, LSM labels, oom, scheduling
-
-    def chroots(self, euid: int) -> bool:
-        """Root runs the process inside root.path, unless host mode is on; others run on the host."""
-        return euid == 0 and not self.host_mode
 
     def has_env(self, name: str) -> bool:
         return any(entry.startswith(name + "=") for entry in self.env)

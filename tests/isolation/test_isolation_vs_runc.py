@@ -7,6 +7,7 @@ holds: that is how the normalisation is checked to keep only what is stable.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -14,7 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from isolation_probe import NAMESPACE_SCRIPT, Probe, SpecBundle, mount_table, namespace_view
+from isolation_probe import (
+    NAMESPACE_SCRIPT,
+    RUNC,
+    Probe,
+    SpecBundle,
+    mount_table,
+    namespace_view,
+)
+from runproc_testlib import NOBODY, Runproc
 
 Probes = tuple[Probe, Probe]
 
@@ -201,3 +210,28 @@ def test_seccomp(probes: Probes, spec_bundle: SpecBundle) -> None:
     runc_out, runproc_out = both(probes, spec_bundle(script, deny_mkdir))
     assert runproc_out == runc_out
     assert "Operation not permitted" in runproc_out and "plain-chmod-ok" in runproc_out
+
+
+def test_rootless_container(runproc: Runproc, probe_rootfs: Path, world_tmp: Path) -> None:
+    """An unprivileged user with `runc spec --rootless`'s bundle: the same container under both."""
+    script = ("id; cat /proc/self/uid_map /proc/self/gid_map; echo $$; grep -E '^Cap' /proc/self/status;"
+              "hostname; touch /etc/x 2>&1; cat /proc/self/mountinfo")
+    outputs = []
+    for binary, name in ((RUNC, "runc"), (runproc.binary, "runproc")):
+        side = Runproc(binary, world_tmp / f"state-{name}", as_user=NOBODY, name=name)
+        bundle = world_tmp / f"bundle-{name}"
+        bundle.mkdir()
+        subprocess.run(["cp", "-a", str(probe_rootfs), str(bundle / "rootfs")], check=True)
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(bundle)], check=True)
+        side.ok("spec", "--rootless", "--bundle", str(bundle))
+        config = json.loads((bundle / "config.json").read_text())
+        config["process"]["terminal"] = False
+        config["process"]["args"] = ["sh", "-c", script]
+        (bundle / "config.json").write_text(json.dumps(config))
+        result = side.ok("run", "--bundle", str(bundle), f"rootless-{name}")
+        outputs.append(result.stdout.replace(str(bundle / "rootfs"), "<rootfs>"))
+    runc_out, ours = outputs
+    head = 10  # id, maps, pid, capabilities, hostname, the refused write
+    assert ours.splitlines()[:head] == runc_out.splitlines()[:head]
+    assert ours.splitlines()[2].split() == ["0", str(NOBODY), "1"]
+    assert mount_table(ours) == mount_table(runc_out)

@@ -132,7 +132,7 @@ def test_root_needs_a_rootfs_unless_host_mode(tmp_path: Path) -> None:
         plan(cfg, euid=0, bundle=str(tmp_path))
     assert plan(cfg, euid=0, bundle=str(tmp_path), host=True).host_mode
     (tmp_path / "rootfs").mkdir()
-    assert plan(cfg, euid=0, bundle=str(tmp_path)).chroots(0)
+    assert plan(cfg, euid=0, bundle=str(tmp_path)).contained
     del cfg["root"]
     with pytest.raises(RunprocError, match="root.path must be set"):
         plan(cfg, euid=0, bundle=str(tmp_path))
@@ -140,7 +140,18 @@ def test_root_needs_a_rootfs_unless_host_mode(tmp_path: Path) -> None:
 
 def test_unprivileged_needs_no_rootfs(tmp_path: Path) -> None:
     result = plan(config(), euid=1000, bundle=str(tmp_path))
-    assert not result.chroots(1000)
+    assert not result.contained
+
+
+def test_unprivileged_with_a_user_namespace_is_rootless(tmp_path: Path) -> None:
+    cfg = config()
+    cfg["linux"] = {"namespaces": [{"type": "user"}, {"type": "mount"}],
+                    "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+                    "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}
+    (tmp_path / "rootfs").mkdir()
+    result = plan(cfg, euid=1000, bundle=str(tmp_path))
+    assert result.contained and result.namespaces is not None and result.namespaces.new("user")
+    assert plan(cfg, euid=1000, bundle=str(tmp_path), host=True).contained is False
 
 
 def test_load_plan_errors_name_the_file(tmp_path: Path) -> None:
