@@ -131,3 +131,21 @@ def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
 
+
+def descendants(pid: int) -> list[int]:
+    """All descendants of ``pid``, deepest first (via /proc/<pid>/task/*/children)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        children = [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+    return [d for child in children for d in (*descendants(child), child)]
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a zombie has left its cgroups)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False

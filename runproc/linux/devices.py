@@ -12,7 +12,7 @@ from runproc.fsutil import os_error_text
 from runproc.linux import paths, syscalls
 from runproc.linux.mounts import RootfsError
 from runproc.linux.paths import Root
-from runproc.spec.mounts import clean_path
+from runproc.spec.mounts import MS_BIND, clean_path
 from runproc.spec.rootfs import Device
 
 DEV_SYMLINKS = (
@@ -82,7 +82,7 @@ def _bind_device(device: Device, root: Root, parts: list[str], parent: int) -> N
     try:
         target = paths.open_target(root, parts)
         try:
-            syscalls.mount(device.path, paths.fd_path(target), "bind", syscalls.MS_BIND)
+            syscalls.mount(device.path, paths.fd_path(target), "bind", MS_BIND)
         finally:
             os.close(target)
     except OSError as err:

@@ -17,7 +17,9 @@ from runproc.fsutil import os_error_text
 from runproc.linux import paths, syscalls
 from runproc.linux.paths import Root
 from runproc.spec.mounts import (
+    MNT_DETACH,
     MS_BIND,
+    MS_MOVE,
     MS_NODEV,
     MS_NODIRATIME,
     MS_NOEXEC,
@@ -277,10 +279,10 @@ def _tmpfs_copy_up(m: Mount, parts: list[str], ctx: MountContext) -> None:
                 _copy_tree(os.open(paths.fd_path(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), staging)
             finally:
                 os.close(fd)
-            _mount_at(ctx.root, parts, staging, None, syscalls.MS_MOVE)
+            _mount_at(ctx.root, parts, staging, None, MS_MOVE)
         except OSError as err:
             try:
-                syscalls.umount2(staging, syscalls.MNT_DETACH)
+                syscalls.umount2(staging, MNT_DETACH)
             except OSError:
                 pass
             raise _fail(m, f"tmpcopyup to {m.destination}", err) from None

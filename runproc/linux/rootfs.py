@@ -29,7 +29,9 @@ from runproc.linux import devices, syscalls
 from runproc.linux.mounts import MountContext, RootfsError, mount_entry, read_mountinfo
 from runproc.linux.paths import Root
 from runproc.spec.mounts import (
+    MNT_DETACH,
     MS_BIND,
+    MS_MOVE,
     MS_NODEV,
     MS_NOEXEC,
     MS_NOSUID,
@@ -147,7 +149,7 @@ def pivot_root(rootfs: str) -> None:
         # "." is the old root now (stacked under the new one); fchdir to be sure.
         os.fchdir(old_root)
         syscalls.mount(None, ".", None, MS_SLAVE | MS_REC)  # the unmount must not reach the host
-        syscalls.umount2(".", syscalls.MNT_DETACH)
+        syscalls.umount2(".", MNT_DETACH)
     finally:
         os.close(old_root)
     os.chdir("/")
@@ -165,12 +167,12 @@ def move_root(rootfs: str) -> None:
         except FileNotFoundError:
             continue  # under something already detached
         try:
-            syscalls.umount2(point, syscalls.MNT_DETACH)
+            syscalls.umount2(point, MNT_DETACH)
         except OSError as err:
             if err.errno not in (errno.EINVAL, errno.EPERM):
                 raise
             syscalls.mount("tmpfs", point, "tmpfs", 0)  # cannot unmount (user namespace): cover it
-    syscalls.mount(rootfs, "/", None, syscalls.MS_MOVE)
+    syscalls.mount(rootfs, "/", None, MS_MOVE)
     os.chroot(".")
     os.chdir("/")
 

@@ -28,13 +28,14 @@ import os
 import signal
 import subprocess
 import time
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import tomllib
 from cri_images import PAUSE_IMAGE
+from runproc_testlib import alive, descendants
 
 if TYPE_CHECKING:
     from cri_client import CriClient
@@ -420,25 +421,6 @@ def processes() -> Iterable[tuple[int, list[bytes]]]:
                 yield int(entry.name), (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-
-
-def descendants(pid: int) -> list[int]:
-    """All descendants of ``pid``, deepest first (via /proc/<pid>/task/*/children)."""
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-        children = [int(c) for t in tasks for c in (t / "children").read_text().split()]
-    except OSError:
-        return []
-    return [d for child in children for d in (*descendants(child), child)]
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def kill_tree(pids: Sequence[int]) -> None:

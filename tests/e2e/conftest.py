@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from runproc_testlib import runproc_path
+from runproc_testlib import alive, descendants, runproc_path
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO = E2E_DIR.parents[1]
@@ -529,32 +529,13 @@ def _kill_stray_shims(address: Path) -> None:
         if argv and argv[0].endswith(b"containerd-shim-runc-v2") and str(address).encode() in argv:
             shims.append(int(entry.name))
     # Deepest first: without a pid namespace a container's children do not die with its init.
-    victims = [pid for shim in shims for pid in _descendants(shim)] + shims
+    victims = [pid for shim in shims for pid in descendants(shim)] + shims
     for pid in victims:
         _kill(pid)
     # Wait (briefly) until they are dead, so their cgroups become removable.
     deadline = time.monotonic() + 2.0
-    while any(_alive(pid) for pid in victims) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in victims) and time.monotonic() < deadline:
         time.sleep(0.02)
-
-
-def _descendants(pid: int) -> list[int]:
-    """All descendants of ``pid``, deepest first (via /proc/<pid>/task/*/children)."""
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-        children = [int(c) for t in tasks for c in (t / "children").read_text().split()]
-    except OSError:
-        return []
-    return [d for child in children for d in (*_descendants(child), child)]
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (a zombie has left its cgroups)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def _kill(pid: int) -> None:
