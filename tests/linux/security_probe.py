@@ -58,10 +58,11 @@ def status_lines(output: str, keys: tuple[str, ...] = STATUS_KEYS) -> dict[str, 
 def _enter_root(root: str) -> None:
     """chroot into `root` with the host's /proc bound on its /proc, in a mount namespace of our own."""
     from runproc.linux import syscalls
+    from runproc.spec.mounts import MS_BIND, MS_PRIVATE, MS_REC
 
     syscalls.unshare(syscalls.CLONE_NEWNS)
-    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-    syscalls.mount("/proc", os.path.join(root, "proc"), None, syscalls.MS_BIND | syscalls.MS_REC)
+    syscalls.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    syscalls.mount("/proc", os.path.join(root, "proc"), None, MS_BIND | MS_REC)
     os.chroot(root)
 
 
