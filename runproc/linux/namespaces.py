@@ -107,6 +107,8 @@ def fork_in_child_namespaces(plan: NamespacePlan, joined: dict[str, int], restor
                 if restore:
                     saved[kind] = os.open(f"/proc/self/ns/{PROC_LINKS[kind]}", os.O_RDONLY | os.O_CLOEXEC)
                 _enter(kind, joined.get(kind))
+                if kind == "time" and kind not in joined:
+                    _set_time_offsets(plan)
         pid = os.fork()
     except BaseException:
         _restore(saved)
@@ -117,6 +119,21 @@ def fork_in_child_namespaces(plan: NamespacePlan, joined: dict[str, int], restor
         return 0
     _restore(saved)
     return pid
+
+
+def _set_time_offsets(plan: NamespacePlan) -> None:
+    """linux.timeOffsets: written after unshare(CLONE_NEWTIME), before the first child enters it."""
+    text = "".join(f"{clock} {secs} {nanosecs}\n" for clock, (secs, nanosecs) in plan.time_offsets.items())
+    if not text:
+        return
+    try:
+        fd = os.open("/proc/self/timens_offsets", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise RunprocError(f"linux.timeOffsets: {os_error_text(err)}") from None
 
 
 def _restore(saved: dict[str, int]) -> None:

@@ -50,7 +50,7 @@ class IdMapping:
 class NamespacePlan:
     """The namespaces to make or join, in the order to enter them, and what is set in them."""
 
-    __slots__ = ("namespaces", "uid_mappings", "gid_mappings", "hostname", "domainname", "sysctl")
+    __slots__ = ("namespaces", "uid_mappings", "gid_mappings", "hostname", "domainname", "sysctl", "time_offsets")
 
     def __init__(self) -> None:
         self.namespaces: list[Namespace] = []
@@ -59,6 +59,7 @@ class NamespacePlan:
         self.hostname: str | None = None
         self.domainname: str | None = None
         self.sysctl: dict[str, str] = {}
+        self.time_offsets: dict[str, tuple[int, int]] = {}  # clock -> (secs, nanosecs)
 
     def get(self, kind: str) -> Namespace | None:
         for namespace in self.namespaces:
@@ -97,6 +98,9 @@ def apply_namespaces(config: dict, plan: ContainerPlan) -> None:
             raise RunprocError(f"config.json: unable to set {field} without a private UTS namespace")
         setattr(result, field, os_string(value, field))
     result.sysctl = _sysctl(optional(linux, "sysctl", dict, "linux.sysctl", "an object", {}), result)
+    result.time_offsets = _time_offsets(optional(linux, "timeOffsets", dict, "linux.timeOffsets", "an object", {}))
+    if result.time_offsets and not result.new("time"):
+        raise RunprocError("config.json: linux.timeOffsets needs a new time namespace in linux.namespaces")
     plan.namespaces = result
 
 
@@ -139,6 +143,24 @@ def _mappings(linux: dict, key: str) -> list[IdMapping]:
             raise RunprocError(f"config.json: {where}[{n}].size must not be 0")
         mappings.append(IdMapping(*values))
     return mappings
+
+
+def _time_offsets(raw: object) -> dict[str, tuple[int, int]]:
+    """linux.timeOffsets: {"monotonic"|"boottime": {"secs": N, "nanosecs": N}}."""
+    assert isinstance(raw, dict)
+    offsets = {}
+    for clock, value in raw.items():
+        where = f"linux.timeOffsets.{clock}"
+        if clock not in ("monotonic", "boottime"):
+            raise RunprocError(f"config.json: {where}: unknown clock {clock!r} (monotonic or boottime)")
+        want(value, dict, where, "an object")
+        secs = optional(value, "secs", int, f"{where}.secs", "an integer", 0)
+        nanosecs = optional(value, "nanosecs", int, f"{where}.nanosecs", "an integer", 0)
+        assert isinstance(secs, int) and isinstance(nanosecs, int)
+        if not 0 <= nanosecs < 1_000_000_000:
+            raise RunprocError(f"config.json: {where}.nanosecs must be from 0 to 999999999")
+        offsets[clock] = (secs, nanosecs)
+    return offsets
 
 
 # sysctl keys that live in a namespace, as runc's validator knows them.

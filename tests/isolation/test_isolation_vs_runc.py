@@ -235,3 +235,32 @@ def test_rootless_container(runproc: Runproc, probe_rootfs: Path, world_tmp: Pat
     assert ours.splitlines()[:head] == runc_out.splitlines()[:head]
     assert ours.splitlines()[2].split() == ["0", str(NOBODY), "1"]
     assert mount_table(ours) == mount_table(runc_out)
+
+
+def test_no_pivot(probes: Probes, spec_bundle: SpecBundle) -> None:
+    """`--no-pivot`: MS_MOVE + chroot instead of pivot_root; the container sees the same mounts."""
+    bundle = spec_bundle("cat /proc/self/mountinfo; ls /")
+    outputs = []
+    for probe in probes:
+        probe.counter += 1
+        side = probe.side
+        result = side("run", "--no-pivot", "--bundle", str(bundle), f"nopivot-{side.name}", timeout=60)
+        assert result.returncode == 0, f"{side.name}: {result.stderr}"
+        outputs.append(result.stdout.replace(str(Path(json.loads((bundle / "config.json").read_text())
+                                                          ["root"]["path"])), "<rootfs>"))
+    runc_out, ours = outputs
+    assert mount_table(ours) == mount_table(runc_out)
+
+
+def test_time_namespace(runproc: Runproc, spec_bundle: SpecBundle) -> None:
+    """A new time namespace (runc 1.1 has none to compare with): the program is in its own."""
+    def time_namespace(config: dict) -> None:
+        config["linux"]["namespaces"].append({"type": "time"})
+        config["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365}}
+
+    bundle = spec_bundle("readlink /proc/self/ns/time; cut -d. -f1 /proc/uptime", time_namespace)
+    result = runproc.ok("run", "--bundle", str(bundle), "timens")
+    link, uptime = result.stdout.split()
+    assert link.startswith("time:[") and link != os.readlink("/proc/self/ns/time")
+    host_uptime = float(Path("/proc/uptime").read_text().split()[0])
+    assert int(uptime) - host_uptime > 86400 * 364  # the boottime offset shows in /proc/uptime

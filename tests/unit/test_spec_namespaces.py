@@ -121,3 +121,14 @@ def test_sysctl_names_cannot_leave_proc_sys(key: str) -> None:
     config = namespaces({"type": "network"})
     config["linux"]["sysctl"] = {key: "1"}
     assert "invalid sysctl name" in error_of(config)
+
+
+def test_time_offsets() -> None:
+    config = namespaces({"type": "time"})
+    config["linux"]["timeOffsets"] = {"monotonic": {"secs": 86400}, "boottime": {"secs": -5, "nanosecs": 7}}
+    assert plan_of(config).time_offsets == {"monotonic": (86400, 0), "boottime": (-5, 7)}
+    assert "needs a new time namespace" in error_of({"linux": {"timeOffsets": {"monotonic": {"secs": 1}}}})
+    config["linux"]["timeOffsets"] = {"realtime": {"secs": 1}}
+    assert "unknown clock 'realtime'" in error_of(config)
+    config["linux"]["timeOffsets"] = {"boottime": {"nanosecs": 10**9}}
+    assert "nanosecs must be from 0 to 999999999" in error_of(config)
