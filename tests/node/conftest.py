@@ -1,0 +1,155 @@
+"""Fixtures of the Kind-like node suite (see README.md): a booted systemd node, CRI on it,
+and runproc installed into it by packaging/install.sh.
+
+``systemd_node`` is public: tests of runproc's ``--systemd-cgroup`` can use it as "a real
+systemd" (``node.run([...])``, ``node.copy_in(...)``, ``node.containerd_socket``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+NODE_DIR = Path(__file__).resolve().parent
+REPO = NODE_DIR.parents[1]
+# tests/cri's client, images, Pod helpers and teardown helpers are reused, not copied.
+sys.path.insert(0, str(REPO / "tests" / "cri"))
+
+from node_image import ensure_host_packages, node_rootfs  # noqa: E402
+from node_machine import SystemdNode  # noqa: E402
+from runproc_testlib import runproc_path  # noqa: E402
+
+if TYPE_CHECKING:
+    from cri_client import CriClient
+
+# Debian packages for the images tests/cri builds on the host (gcc for pause, busybox).
+IMAGE_PACKAGES = ["gcc", "libc6-dev", "busybox-static"]
+INSTALL_DIR = "/tmp/runproc-install"  # where the files go in the node, as install.sh --kind-node does
+PACKAGING = REPO / "packaging"
+_NODE_KEY: pytest.StashKey[SystemdNode] = pytest.StashKey()
+
+
+def node_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "node: must run as root (debootstraps and boots a systemd-nspawn machine)"
+    for module in ("grpc", "grpc_tools"):
+        if importlib.util.find_spec(module) is None:
+            return f"node: python module {module} missing (pip install -r build/requirements-test.txt)"
+    return None
+
+
+def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectReport | None:
+    # Skip the whole suite up front, as ONE line, before any fixture starts anything.
+    if isinstance(collector, pytest.Module) and collector.path.is_relative_to(NODE_DIR):
+        reason = node_skip_reason()
+        if reason is not None:
+            longrepr = (str(collector.path), None, f"Skipped: {reason}")
+            return pytest.CollectReport(collector.nodeid, "skipped", longrepr, [])  # type: ignore[arg-type]
+    return None
+
+
+@pytest.fixture(scope="session")
+def systemd_node(request: pytest.FixtureRequest) -> Iterator[SystemdNode]:
+    """A booted Kind-like node (systemd PID 1, containerd with Kind's config), for the session."""
+    from node_cri import seed_kind_config
+
+    ensure_host_packages()
+    subprocess.run([str(REPO / "build" / "ensure-packages.sh"), *IMAGE_PACKAGES], check=True, timeout=600)
+    node = SystemdNode(node_rootfs())
+    seed_kind_config(node)
+    try:
+        node.boot()
+        request.config.stash[_NODE_KEY] = node
+        yield node
+    finally:
+        with contextlib.suppress(KeyError):
+            del request.config.stash[_NODE_KEY]
+        problems = node.stop()
+    assert not problems, f"node teardown: {problems}"
+
+
+@pytest.fixture(scope="session")
+def node_cri(systemd_node: SystemdNode) -> Iterator[CriClient]:
+    """A CRI client (tests/cri's) on the node's containerd, with tests/cri's images imported."""
+    from cri_client import CriClient, generate_stubs
+    from node_cri import import_images
+
+    pb, pb_grpc = generate_stubs(systemd_node.scratch / "stubs")
+    cri = CriClient(systemd_node.containerd_socket, pb, pb_grpc)
+    try:
+        cri.wait_ready()
+        import_images(systemd_node, cri)
+        yield cri
+    finally:
+        cri.close()
+
+
+@dataclass(frozen=True)
+class InstallRun:
+    stdout: str
+    stderr: str
+    config: str  # /etc/containerd/config.toml after the run
+
+
+def run_install_sh(node: SystemdNode, *options: str) -> InstallRun:
+    """Copy the binary, install.sh and its snippets into the node and run install.sh there
+    in its local mode (what `install.sh --kind-node` does through docker cp / exec)."""
+    node.copy_in(runproc_path(), f"{INSTALL_DIR}/runproc", mode=0o755)
+    node.copy_in(PACKAGING / "install.sh", f"{INSTALL_DIR}/install.sh", mode=0o755)
+    for snippet in sorted((PACKAGING / "containerd").glob("*.toml")):
+        node.copy_in(snippet, f"{INSTALL_DIR}/containerd/{snippet.name}", mode=0o644)
+    proc = node.run(["sh", f"{INSTALL_DIR}/install.sh", "--binary", f"{INSTALL_DIR}/runproc", *options])
+    return InstallRun(proc.stdout, proc.stderr, node.read_text("/etc/containerd/config.toml"))
+
+
+@pytest.fixture(scope="session")
+def installed(systemd_node: SystemdNode) -> tuple[InstallRun, InstallRun]:
+    """runproc installed into the node as a user would: install.sh, twice (it is idempotent)."""
+    binary = runproc_path()
+    if not binary.is_file():
+        pytest.fail(f"runproc binary {binary} not found: run `make build` (or set RUNPROC_BIN)")
+    return run_install_sh(systemd_node), run_install_sh(systemd_node)
+
+
+def runproc_systemd_cgroup(node: SystemdNode) -> bool:
+    config = tomllib.loads(node.read_text("/etc/containerd/config.toml"))
+    runtimes = config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    return bool(runtimes["runproc"].get("options", {}).get("SystemdCgroup", False))
+
+
+@pytest.fixture
+def use_driver(systemd_node: SystemdNode, installed: object, node_cri: CriClient) -> object:
+    """use_driver(handler, driver): make the handler's SystemdCgroup match kubelet's cgroup
+    driver. runc keeps Kind's (systemd); runproc's is switched with install.sh's own
+    --systemd-cgroup option, which restarts containerd when the config changes."""
+
+    def use(handler: str, driver: str) -> None:
+        want = driver == "systemd"
+        if handler == "runc":
+            assert want, "the node's runc handler is Kind's: systemd cgroup driver only"
+        elif runproc_systemd_cgroup(systemd_node) != want:
+            run_install_sh(systemd_node, "--systemd-cgroup", "true" if want else "false")
+            node_cri.wait_ready()
+
+    return use
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # On failure attach the node's containerd journal: shim and runtime errors show up there.
+    report = yield
+    node = item.config.stash.get(_NODE_KEY, None)
+    if report.failed and node is not None and item.path.is_relative_to(NODE_DIR):
+        journal = node.run(["journalctl", "-u", "containerd", "--no-pager", "-n", "60"], check=False)
+        report.sections.append(("node containerd journal (tail)", journal.stdout + journal.stderr))
+    return report
