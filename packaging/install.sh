@@ -225,6 +225,10 @@ restart_containerd() {
 		return 0
 	else
 		say "restarting containerd: systemctl restart containerd"
+		# systemd refuses a 6th start of a unit within 10 s (StartLimitBurst), and containerd
+		# started at boot plus a few runs of this script reach that on a fresh Kind node;
+		# reset-failed clears the counter (and a failed state we are about to replace anyway).
+		systemctl reset-failed containerd >/dev/null 2>&1 || true
 		systemctl restart containerd || die "'systemctl restart containerd' failed (binary and config are installed)"
 	fi
 	command -v ctr >/dev/null 2>&1 || return 0

@@ -12,9 +12,7 @@ import importlib.util
 import os
 import subprocess
 import sys
-import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +24,7 @@ REPO = NODE_DIR.parents[1]
 sys.path.insert(0, str(REPO / "tests" / "cri"))
 
 from node_image import ensure_host_packages, node_rootfs  # noqa: E402
+from node_install import InstallRun, run_install_sh, runproc_systemd_cgroup  # noqa: E402
 from node_machine import SystemdNode  # noqa: E402
 from runproc_testlib import runproc_path  # noqa: E402
 
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
 
 # Debian packages for the images tests/cri builds on the host (gcc for pause, busybox).
 IMAGE_PACKAGES = ["gcc", "libc6-dev", "busybox-static"]
-INSTALL_DIR = "/tmp/runproc-install"  # where the files go in the node, as install.sh --kind-node does
-PACKAGING = REPO / "packaging"
 _NODE_KEY: pytest.StashKey[SystemdNode] = pytest.StashKey()
 
 
@@ -94,24 +91,6 @@ def node_cri(systemd_node: SystemdNode) -> Iterator[CriClient]:
         cri.close()
 
 
-@dataclass(frozen=True)
-class InstallRun:
-    stdout: str
-    stderr: str
-    config: str  # /etc/containerd/config.toml after the run
-
-
-def run_install_sh(node: SystemdNode, *options: str) -> InstallRun:
-    """Copy the binary, install.sh and its snippets into the node and run install.sh there
-    in its local mode (what `install.sh --kind-node` does through docker cp / exec)."""
-    node.copy_in(runproc_path(), f"{INSTALL_DIR}/runproc", mode=0o755)
-    node.copy_in(PACKAGING / "install.sh", f"{INSTALL_DIR}/install.sh", mode=0o755)
-    for snippet in sorted((PACKAGING / "containerd").glob("*.toml")):
-        node.copy_in(snippet, f"{INSTALL_DIR}/containerd/{snippet.name}", mode=0o644)
-    proc = node.run(["sh", f"{INSTALL_DIR}/install.sh", "--binary", f"{INSTALL_DIR}/runproc", *options])
-    return InstallRun(proc.stdout, proc.stderr, node.read_text("/etc/containerd/config.toml"))
-
-
 @pytest.fixture(scope="session")
 def installed(systemd_node: SystemdNode) -> tuple[InstallRun, InstallRun]:
     """runproc installed into the node as a user would: install.sh, twice (it is idempotent)."""
@@ -119,12 +98,6 @@ def installed(systemd_node: SystemdNode) -> tuple[InstallRun, InstallRun]:
     if not binary.is_file():
         pytest.fail(f"runproc binary {binary} not found: run `make build` (or set RUNPROC_BIN)")
     return run_install_sh(systemd_node), run_install_sh(systemd_node)
-
-
-def runproc_systemd_cgroup(node: SystemdNode) -> bool:
-    config = tomllib.loads(node.read_text("/etc/containerd/config.toml"))
-    runtimes = config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
-    return bool(runtimes["runproc"].get("options", {}).get("SystemdCgroup", False))
 
 
 @pytest.fixture

@@ -7,11 +7,14 @@ Which (handler, cgroup driver) pairs run (kubelet's driver is node-wide; the run
 SystemdCgroup must match it):
 
 * ``POD_CASES``: the Pod runs, its container's log shows its own hostname, pid namespace
-  and image root. runproc runs with the cgroupfs driver (install.sh --systemd-cgroup false)
-  until it implements ``--systemd-cgroup``; add ("runproc", "systemd") then.
+  and image root (no ExecSync: runproc's exec is not there yet). runproc runs with the
+  systemd driver (what install.sh sets up on Kind) and with cgroupfs
+  (install.sh --systemd-cgroup false).
 * ``PLACEMENT_CASES``: the container is in the cgroup the driver prescribes (a systemd
-  scope in the Pod's slice, or the cgroupfs path). Only runc today: runproc does not create
-  cgroups yet; add its pairs when cgroup support lands.
+  scope in the Pod's slice, or the cgroupfs path). Only runc today: runproc accepts
+  ``--systemd-cgroup`` but creates no cgroup yet, so its containers stay in
+  containerd.service's cgroup. Add ("runproc", "systemd") and ("runproc", "cgroupfs")
+  when cgroup support lands.
 
 ``RUNPROC_NODE_CASES=runproc/systemd,runproc/cgroupfs`` adds pairs to both for one run.
 """
@@ -26,18 +29,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 from node_cri import KIND_CONTAINERD_CONFIG, NodePodFactory, expected_cgroup, process_cgroups
+from node_install import InstallRun, run_install_sh
 from node_machine import SystemdNode
 
 if TYPE_CHECKING:
-    from conftest import InstallRun
     from cri_client import CriClient
 
 pytestmark = pytest.mark.timeout(900)  # the first test's setup may debootstrap the node
 
 CRI_PLUGIN = "io.containerd.grpc.v1.cri"
 EXTRA_CASES = [tuple(c.split("/", 1)) for c in os.environ.get("RUNPROC_NODE_CASES", "").split(",") if c]
-POD_CASES = [("runc", "systemd"), ("runproc", "cgroupfs"), *EXTRA_CASES]
-PLACEMENT_CASES = [("runc", "systemd"), *EXTRA_CASES]
+POD_CASES = list(dict.fromkeys([("runc", "systemd"), ("runproc", "systemd"), ("runproc", "cgroupfs"), *EXTRA_CASES]))
+PLACEMENT_CASES = list(dict.fromkeys([("runc", "systemd"), *EXTRA_CASES]))
 RUNPROC_BLOCK_HEADER = re.compile(r'^\s*\[plugins\."io\.containerd\.grpc\.v1\.cri"\.containerd\.runtimes\.runproc\]',
                                   re.M)  # fmt: skip
 
@@ -99,6 +102,27 @@ def test_install_sh_twice_merges_runproc_with_the_systemd_driver(
     assert "runproc.host" in runtimes["runproc"]["pod_annotations"]
     version = systemd_node.run(["/usr/local/bin/runproc", "--version"]).stdout
     assert "runproc" in version, version
+
+
+def test_install_sh_restarts_containerd_past_systemds_start_limit(
+    systemd_node: SystemdNode, installed: tuple[InstallRun, InstallRun], node_cri: CriClient
+) -> None:
+    # systemd refuses more than StartLimitBurst starts of a unit per interval (5 per 10 s by
+    # default: boot plus four quick runs of install.sh). A limit of one start per hour makes
+    # the second run below hit it every time, whatever the timing.
+    node = systemd_node
+    dropin = "/etc/systemd/system/containerd.service.d/50-runproc-test-start-limit.conf"
+    node.run(["sh", "-c", f"mkdir -p {dropin.rsplit('/', 1)[0]} && "
+                          f"printf '[Unit]\\nStartLimitIntervalSec=1h\\nStartLimitBurst=1\\n' > {dropin} && "
+                          "systemctl daemon-reload"])  # fmt: skip
+    try:
+        for _ in range(2):
+            run = run_install_sh(node)
+            assert "containerd is up with the CRI plugin loaded" in run.stdout, run
+    finally:
+        node.run(["sh", "-c", f"rm -f {dropin}; systemctl daemon-reload; systemctl reset-failed containerd; "
+                              "systemctl start containerd"])  # fmt: skip
+        node_cri.wait_ready()
 
 
 @pytest.mark.parametrize(("handler", "driver"), POD_CASES, ids=[f"{h}-{d}" for h, d in POD_CASES])
