@@ -62,6 +62,7 @@ usage_error() {
 	exit 2
 }
 say() { printf '%s: %s\n' "$prog" "$*"; }
+warn() { printf '%s: warning: %s\n' "$prog" "$*" >&2; }
 # Single-quote an argument so that `eval "set -- $list"` gives it back unchanged.
 quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 
@@ -321,6 +322,13 @@ install_here() {
 			want_systemd=true
 		else
 			want_systemd=false
+		fi
+	fi
+	# Pods still run when the binary lacks the systemd cgroup driver, but outside their slice.
+	if [ "$want_systemd" = true ]; then
+		features=$("$binary" features 2>/dev/null) || features=''
+		if printf '%s\n' "$features" | grep -Eq '"systemd"[[:space:]]*:[[:space:]]*false'; then
+			warn "SystemdCgroup = true (the node uses the systemd cgroup driver), but this runproc does not implement it yet ('runproc features': cgroup.systemd false): Pods run, but their containers stay in containerd's cgroup instead of their Pod's slice (no resource limits, no accounting)"
 		fi
 	fi
 

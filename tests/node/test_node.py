@@ -21,6 +21,7 @@ SystemdCgroup must match it):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -102,6 +103,11 @@ def test_install_sh_twice_merges_runproc_with_the_systemd_driver(
     assert "runproc.host" in runtimes["runproc"]["pod_annotations"]
     version = systemd_node.run(["/usr/local/bin/runproc", "--version"]).stdout
     assert "runproc" in version, version
+    # install.sh warns while the binary lacks the systemd driver (its `features` says so).
+    features = json.loads(systemd_node.run(["/usr/local/bin/runproc", "features"]).stdout)
+    lacks_driver = features["linux"]["cgroup"]["systemd"] is False
+    for run in installed:
+        assert ("does not implement it yet" in run.stderr) == lacks_driver, run.stderr
 
 
 def test_install_sh_restarts_containerd_past_systemds_start_limit(
