@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "tests" / "cri"))
 
 from node_image import ensure_host_packages, node_rootfs  # noqa: E402
 from node_install import InstallRun, run_install_sh, runproc_systemd_cgroup  # noqa: E402
-from node_machine import SystemdNode  # noqa: E402
+from node_machine import SystemdNode, reap_stale  # noqa: E402
 from runproc_testlib import runproc_path  # noqa: E402
 
 if TYPE_CHECKING:
@@ -62,6 +62,9 @@ def systemd_node(request: pytest.FixtureRequest) -> Iterator[SystemdNode]:
 
     ensure_host_packages()
     subprocess.run([str(REPO / "build" / "ensure-packages.sh"), *IMAGE_PACKAGES], check=True, timeout=600)
+    reaped = reap_stale()
+    if reaped:
+        print(f"\n[node] removed what killed sessions left: {reaped}")
     node = SystemdNode(node_rootfs())
     seed_kind_config(node)
     try:

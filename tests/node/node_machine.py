@@ -31,22 +31,26 @@ in the node through ``nsenter -t <leader> -a`` (all of the leader's namespaces).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import os
 import shlex
 import signal
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from cri_rig import kill_tree, remove_cgroups, unmount_under
+from cri_rig import kill_tree, processes, remove_cgroups, unmount_under
 
 BOOT_TIMEOUT = 180.0
 STOP_TIMEOUT = 60.0
 RUN_TIMEOUT = 300.0
+SCRATCH_BASE = Path("/tmp")  # short: the containerd socket path below it must fit 107 bytes
+NAME_PREFIX = "runproc-node-"  # machine name, cgroup name and scratch dir name
 NSPAWN_RUN_DIR = Path("/run/systemd/nspawn")  # nspawn's locks/propagate dirs, made on demand
 NODE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
             "LANG": "C.UTF-8", "TERM": "dumb"}  # fmt: skip
@@ -82,6 +86,12 @@ class NodeError(RuntimeError):
     """The node failed to boot or a command in it failed; the message has the evidence."""
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM (an orderly poweroff, for nspawn) if pytest dies."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def cgroup_hierarchies() -> list[Path]:
     """Mount points of the host's cgroup hierarchies (v1 controllers, name=systemd, cgroup2)."""
     points = []
@@ -99,13 +109,20 @@ class SystemdNode:
     """A booted node. ``run`` and ``copy_in`` work once ``boot`` returned; ``stop`` always."""
 
     rootfs: Path
-    name: str = field(default_factory=lambda: f"runproc-node-{uuid.uuid4().hex[:8]}")
-    scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="runproc-node-", dir="/tmp")))
+    name: str = field(default_factory=lambda: f"{NAME_PREFIX}{uuid.uuid4().hex[:8]}")
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for systemd-nspawn
     proc: subprocess.Popen[bytes] | None = None
     leader: int | None = None
-    made_cgroups: list[Path] = field(default_factory=list)
     nspawn_dir_existed: bool = field(default_factory=NSPAWN_RUN_DIR.exists)
+    scratch: Path = field(init=False)
+    _lock: IO[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # /tmp/<name>, locked while this session lives: reap_stale() tells a dead one by its lock.
+        self.scratch = SCRATCH_BASE / self.name
+        self.scratch.mkdir(mode=0o700)
+        self._lock = (self.scratch / ".lock").open("w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -155,7 +172,6 @@ class SystemdNode:
         for hierarchy in cgroup_hierarchies():
             cg = hierarchy / self.cgroup_name
             cg.mkdir(exist_ok=True)
-            self.made_cgroups.append(cg)
             if (hierarchy / "cpuset.cpus").exists():
                 # A new v1 cpuset has no cpus/mems and takes no task until they are set.
                 for knob in ("cpuset.cpus", "cpuset.mems"):
@@ -196,7 +212,7 @@ class SystemdNode:
         env = {**NODE_ENV, "SYSTEMD_SECCOMP": "0", "NODE_CGROUP_PROCS": " ".join(procs), **self.env}
         with self.console_log.open("wb") as console:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)  # fmt: skip
+                                         env=env, start_new_session=True, preexec_fn=_die_with_parent)  # fmt: skip
         deadline = time.monotonic() + timeout
         self.leader = self._wait(deadline, "the container's init", self._find_leader)
         state = self._wait(deadline, "systemctl is-system-running to say running or degraded", self._booted)
@@ -292,9 +308,7 @@ class SystemdNode:
         if left_cgroups:
             problems.append(f"cgroups left: {left_cgroups}")
         if not self.nspawn_dir_existed:
-            for sub in ("locks", "propagate", ""):
-                with contextlib.suppress(OSError):
-                    (NSPAWN_RUN_DIR / sub).rmdir()
+            _remove_nspawn_run_dir()
         left_mounts = unmount_under(self.scratch)
         if left_mounts:
             problems.append(f"mounts left (scratch dir kept): {left_mounts}")
@@ -302,4 +316,37 @@ class SystemdNode:
             print(f"\n[node] kept {self.scratch}")
         else:
             subprocess.run(["rm", "-rf", "--one-file-system", str(self.scratch)], check=False, timeout=120)
+        self._lock.close()
         return problems
+
+
+def reap_stale() -> list[str]:
+    """Remove what sessions killed outright left: their scratch dirs (unlocked: the lock died
+    with the session), machines still running from them, their cgroups. Returns their names."""
+    reaped = []
+    for scratch in sorted(SCRATCH_BASE.glob(f"{NAME_PREFIX}*")):
+        try:
+            lock = (scratch / ".lock").open("r")
+        except OSError:
+            continue  # being created right now, or not ours
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live session's
+            needle = f"--machine={scratch.name}".encode()
+            kill_tree([pid for pid, argv in processes() if needle in argv])
+            remove_cgroups(scratch.name)
+            if not unmount_under(scratch):
+                subprocess.run(["rm", "-rf", "--one-file-system", str(scratch)], check=False, timeout=120)
+            reaped.append(scratch.name)
+    if reaped:
+        _remove_nspawn_run_dir()
+    return reaped
+
+
+def _remove_nspawn_run_dir() -> None:
+    """nspawn's /run/systemd/nspawn/{locks,propagate}, if empty (no machine is running)."""
+    for sub in ("locks", "propagate", ""):
+        with contextlib.suppress(OSError):
+            (NSPAWN_RUN_DIR / sub).rmdir()
