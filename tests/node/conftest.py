@@ -12,7 +12,7 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,7 +104,9 @@ def installed(systemd_node: SystemdNode) -> tuple[InstallRun, InstallRun]:
 
 
 @pytest.fixture
-def use_driver(systemd_node: SystemdNode, installed: object, node_cri: CriClient) -> object:
+def use_driver(
+    systemd_node: SystemdNode, installed: tuple[InstallRun, InstallRun], node_cri: CriClient
+) -> Callable[[str, str], None]:
     """use_driver(handler, driver): make the handler's SystemdCgroup match kubelet's cgroup
     driver. runc keeps Kind's (systemd); runproc's is switched with install.sh's own
     --systemd-cgroup option, which restarts containerd when the config changes."""
@@ -121,11 +123,13 @@ def use_driver(systemd_node: SystemdNode, installed: object, node_cri: CriClient
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     # On failure attach the node's containerd journal: shim and runtime errors show up there.
     report = yield
     node = item.config.stash.get(_NODE_KEY, None)
-    if report.failed and node is not None and item.path.is_relative_to(NODE_DIR):
+    if report.failed and node is not None and node.leader is not None and item.path.is_relative_to(NODE_DIR):
         journal = node.run(["journalctl", "-u", "containerd", "--no-pager", "-n", "60"], check=False)
         report.sections.append(("node containerd journal (tail)", journal.stdout + journal.stderr))
     return report
