@@ -62,6 +62,7 @@ usage_error() {
 	exit 2
 }
 say() { printf '%s: %s\n' "$prog" "$*"; }
+warn() { printf '%s: warning: %s\n' "$prog" "$*" >&2; }
 # Single-quote an argument so that `eval "set -- $list"` gives it back unchanged.
 quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 
@@ -225,6 +226,10 @@ restart_containerd() {
 		return 0
 	else
 		say "restarting containerd: systemctl restart containerd"
+		# systemd refuses a 6th start of a unit within 10 s (StartLimitBurst), and containerd
+		# started at boot plus a few runs of this script reach that on a fresh Kind node;
+		# reset-failed clears the counter (and a failed state we are about to replace anyway).
+		systemctl reset-failed containerd >/dev/null 2>&1 || true
 		systemctl restart containerd || die "'systemctl restart containerd' failed (binary and config are installed)"
 	fi
 	command -v ctr >/dev/null 2>&1 || return 0
@@ -317,6 +322,13 @@ install_here() {
 			want_systemd=true
 		else
 			want_systemd=false
+		fi
+	fi
+	# Pods still run when the binary lacks the systemd cgroup driver, but outside their slice.
+	if [ "$want_systemd" = true ]; then
+		features=$("$binary" features 2>/dev/null) || features=''
+		if printf '%s\n' "$features" | grep -Eq '"systemd"[[:space:]]*:[[:space:]]*false'; then
+			warn "SystemdCgroup = true (the node uses the systemd cgroup driver), but this runproc does not implement it yet ('runproc features': cgroup.systemd false): Pods run, but their containers stay in containerd's cgroup instead of their Pod's slice (no resource limits, no accounting)"
 		fi
 	fi
 

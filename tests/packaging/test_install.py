@@ -115,6 +115,25 @@ def test_systemd_cgroup_can_be_turned_off(layout: NodeLayout, dummy_binary: Path
     assert "SystemdCgroup" not in runtimes["runproc"]["options"]
 
 
+@pytest.mark.parametrize("has_driver", [False, True])
+def test_systemd_cgroup_warns_while_the_binary_lacks_the_driver(
+    layout: NodeLayout, tmp_path: Path, run_install: RunInstall, has_driver: bool
+) -> None:
+    # A stand-in that answers `features` as runproc does (linux.cgroup.systemd).
+    binary = tmp_path / "runproc-features"
+    value = "true" if has_driver else "false"
+    binary.write_text(f'#!/bin/sh\n[ "$1" = features ] && printf \'{{"linux": {{"cgroup": {{"systemd": {value}}}}}}}\\n\'\n')
+    binary.chmod(0o755)
+    layout.write_config(
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n'
+    )
+    proc = run_install("--binary", binary, "--root", layout.root)
+    assert ("warning: SystemdCgroup = true" in proc.stderr) is not has_driver, proc.stderr
+    # --systemd-cgroup false: nothing to warn about.
+    proc = run_install("--binary", binary, "--root", layout.root, "--systemd-cgroup", "false")
+    assert "warning" not in proc.stderr, proc.stderr
+
+
 def test_dest_sets_binary_path_and_binaryname(layout: NodeLayout, dummy_binary: Path, run_install: RunInstall) -> None:
     layout.write_config(EXISTING_V2)
     run_install("--binary", dummy_binary, "--root", layout.root, "--dest", "/opt/runproc/bin/runproc")
