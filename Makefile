@@ -13,9 +13,13 @@ STATIC_TOOLING := build/static/make-static.sh build/static/sxbundle.py build/sta
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' runproc/__init__.py)
 ARCH := $(shell dpkg --print-architecture 2>/dev/null || uname -m)
 # Build: venv + PyInstaller (needs libpython and objdump); busybox-static for the example's
-# rootfs. Test: the real runc and containerd to compare with and to drive us.
+# rootfs. Test: the real runc and containerd to compare with and to drive us; strace for
+# fault injection; CNI plugins, gcc (a static pause program) and iproute2 for the CRI suite;
+# qemu for the cgroup v2 VM; debootstrap and systemd-nspawn for the Kind-like node.
 BUILD_PACKAGES := python3 python3-venv python3-dev binutils busybox-static
-TEST_PACKAGES := runc:runc containerd:containerd busybox-static util-linux procps strace
+TEST_PACKAGES := runc:runc containerd:containerd busybox-static util-linux procps strace \
+	containernetworking-plugins gcc libc6-dev iproute2 qemu-system-x86:qemu-system-x86_64 \
+	debootstrap systemd-container
 PYTEST_ARGS ?=
 
 .PHONY: build demo test unit bench release integration-test clean deps
