@@ -108,7 +108,7 @@ def create_container(
     with lock:  # cleaning up under the lock: no other create can take the id meanwhile
         init = None
         try:
-            init = InitProcess(plan, lock, options, joined)
+            init = InitProcess(plan, lock, options, joined, (lock.fd, *store.own_fds()))
             init.wait_ready()
             record = ContainerRecord(container_id, lock.directory, lock.fd)
             record.pid = init.pid
@@ -159,7 +159,9 @@ class InitProcess:
     """The forked container init, seen from create: its pid and the two pipes to it."""
 
     def __init__(self, plan: ContainerPlan, lock: LockedContainer, options: InitOptions,
-                 joined: dict[str, int]) -> None:
+                 joined: dict[str, int], own_fds: tuple[int, ...]) -> None:
+        """`own_fds`: the state store's, which the child closes: they may sit among --preserve-fds
+        (runproc opened them in the caller's gaps), and the lock's would keep the container locked."""
         # The init's end of the exec fifo: opened here, by create, so that the init
         # never needs a path or a directory fd of the host to reach it (a fifo fd
         # is no way out of the container: one cannot chdir or open beneath it).
@@ -183,6 +185,8 @@ class InitProcess:
 
         def run_init() -> NoReturn:  # in the child: never returns into create's code
             try:
+                for fd in own_fds:
+                    os.close(fd)
                 container_init(plan, InitChannels(report_w, go_r, fifo, joined), options)
             finally:
                 os._exit(1)

@@ -149,6 +149,10 @@ class StateStore:
             self._fd = open_root(self.root, create)
         return self._fd
 
+    def own_fds(self) -> tuple[int, ...]:
+        """The store's open fds (the root's), for a forked child to close."""
+        return () if self._fd is None else (self._fd,)
+
     def _path(self, name: str) -> str:
         return os.path.join(self.root, name)
 

@@ -146,3 +146,19 @@ def test_boot_lock_directory_fd_is_kept_but_no_way_out(runproc: Runproc, make_bu
         assert init_fds(pid)[lock] == str(tmp_path)
     finally:
         os.close(lock)
+
+
+def test_preserve_fds_over_gaps_keeps_none_of_runprocs_own(runproc: Runproc, make_bundle: MakeBundle,
+                                                           state_root: Path, tmp_path: Path) -> None:
+    """--preserve-fds 20 with only stdio open: runproc's own fds land in that range; the init must drop them.
+
+    The lock's fd among them would keep the container locked: every later command would wait forever.
+    """
+    argv = runproc.argv("create", "--preserve-fds", "20", "c1", str(make_bundle(["/bin/true"])))
+    with open(tmp_path / "create.err", "w+") as err:  # not a pipe: the waiting init keeps it
+        process = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, timeout=30)
+    assert process.returncode == 0, (tmp_path / "create.err").read_text()
+    pid = runproc.state("c1")["pid"]
+    state_paths = [target for target in init_fds(pid).values() if target.startswith(str(state_root))]
+    assert state_paths == [f"{state_root}/c1/exec.fifo"], init_fds(pid)
+    runproc.ok("delete", "c1", timeout=15)
