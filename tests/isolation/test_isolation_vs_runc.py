@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,3 +265,40 @@ def test_time_namespace(runproc: Runproc, spec_bundle: SpecBundle) -> None:
     assert link.startswith("time:[") and link != os.readlink("/proc/self/ns/time")
     host_uptime = float(Path("/proc/uptime").read_text().split()[0])
     assert int(uptime) - host_uptime > 86400 * 364  # the boottime offset shows in /proc/uptime
+
+
+def test_kill_all_and_delete_force_end_the_whole_pid_namespace(runproc: Runproc, spec_bundle: SpecBundle) -> None:
+    """pid 1 ignores SIGTERM without a handler, and its children may make their own sessions:
+    kill --all still reaches every process of the container's pid namespace, and delete --force
+    leaves none."""
+    bundle = spec_bundle("setsid sleep 300 & sleep 300 & exec sleep 300")
+    runproc.ok("run", "--detach", "--bundle", str(bundle), "many")
+    init = runproc.state("many")["pid"]
+    namespace = os.readlink(f"/proc/{init}/ns/pid")
+
+    def members() -> list[int]:
+        found = []
+        for name in os.listdir("/proc"):
+            try:
+                if name.isdigit() and os.readlink(f"/proc/{name}/ns/pid") == namespace:
+                    found.append(int(name))
+            except OSError:
+                continue
+        return found
+
+    deadline = time.monotonic() + 10
+    while len(members()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(members()) == 3, members()
+    runproc.ok("kill", "many", "TERM")  # pid 1 has no handler: nothing happens, as with runc
+    time.sleep(0.2)
+    assert runproc.status("many") == "running"
+    ps = runproc.ok("ps", "--format", "json", "many")
+    assert sorted(json.loads(ps.stdout)) == sorted(members())
+    runproc.ok("kill", "--all", "many", "KILL")
+    deadline = time.monotonic() + 10
+    while members() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert members() == []
+    runproc.ok("delete", "--force", "many")
+    assert not (runproc.root / "many").exists()
