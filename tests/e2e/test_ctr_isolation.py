@@ -6,6 +6,7 @@ compares what the container saw (see tests/isolation for the same at the runtime
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -112,3 +113,25 @@ def test_user_namespace(ctr: Ctr, new_id: NewId) -> None:
     runc_out, ours = both(ctr, new_id, "/bin/sh", "-c", script, opts=opts)
     assert ours.splitlines()[:2] == runc_out.splitlines()[:2]
     assert host_view(ours) == host_view(runc_out)
+
+
+def test_user_that_is_not_root(ctr: Ctr, new_id: NewId, tmp_path: Path) -> None:
+    """ctr 1.6's run has no --user: a spec of our own (--config) sets process.user, as Kubernetes does."""
+    outputs = []
+    for runtime in (RUNC, ctr.runtime):
+        config_path = tmp_path / f"config-{runtime.name}.json"
+        run_cmd([str(ctr.runtime), "spec", "--bundle", str(tmp_path)], timeout=30)
+        config = json.loads((tmp_path / "config.json").read_text())
+        (tmp_path / "config.json").unlink()
+        config["process"].update({"terminal": False, "user": {"uid": 1000, "gid": 1000, "additionalGids": [5]},
+                                  "args": ["/bin/sh", "-c", "id; grep -E '^Cap(Eff|Prm)' /proc/self/status"]})
+        config["root"] = {"path": str(ctr.rootfs), "readonly": True}
+        config_path.write_text(json.dumps(config))
+        argv = ctr.run_argv(new_id(runtime.name), opts=("--config", str(config_path)))
+        argv[argv.index("--runc-binary") + 1] = str(runtime)
+        del argv[argv.index("--rootfs"):argv.index("--rootfs") + 2]
+        proc = run_cmd(argv, timeout=ctr.timeout)
+        assert proc.returncode == 0, f"{runtime}: {ctr.describe(proc)}"
+        outputs.append(proc.stdout)
+    assert outputs[1] == outputs[0]
+    assert outputs[1].startswith("uid=1000 gid=1000 groups=5")
