@@ -19,7 +19,7 @@ ARCH := $(shell dpkg --print-architecture 2>/dev/null || uname -m)
 BUILD_PACKAGES := python3 python3-venv python3-dev binutils busybox-static
 TEST_PACKAGES := runc:runc containerd:containerd busybox-static util-linux procps strace \
 	containernetworking-plugins gcc libc6-dev iproute2 qemu-system-x86:qemu-system-x86_64 \
-	debootstrap systemd-container
+	debootstrap systemd-container uidmap
 PYTEST_ARGS ?=
 
 .PHONY: build demo test unit bench release integration-test clean deps

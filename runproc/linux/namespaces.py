@@ -16,7 +16,7 @@ import os
 from runproc.errors import RunprocError
 from runproc.fsutil import os_error_text
 from runproc.linux import syscalls
-from runproc.spec.namespaces import NamespacePlan
+from runproc.spec.namespaces import IdMapping, NamespacePlan
 
 # The spec's namespace names -> clone(2) flags.
 CLONE_FLAGS = {
@@ -214,15 +214,67 @@ def write_sysctls(plan: NamespacePlan) -> None:
 
 
 def write_id_maps(pid: int, plan: NamespacePlan) -> None:
-    """uid_map and gid_map of a process in a new user namespace; setgroups denied first, as the kernel requires
-    for an unprivileged writer."""
+    """uid_map and gid_map of a process in a new user namespace.
+
+    Root writes them. An unprivileged caller may write one mapping of its own
+    id (setgroups denied first, as the kernel requires); anything wider goes
+    through newuidmap/newgidmap (shadow's setuid helpers, checked against
+    /etc/subuid and /etc/subgid), as runc does where they are installed.
+    """
+    uid_lines = "".join(m.line() for m in plan.uid_mappings)
+    gid_lines = "".join(m.line() for m in plan.gid_mappings)
     try:
-        if os.geteuid() != 0:
+        if os.geteuid() == 0:
+            _write_proc(pid, "uid_map", uid_lines)
+            _write_proc(pid, "gid_map", gid_lines)
+        elif _only_own_id(plan):
             _write_proc(pid, "setgroups", "deny")
-        _write_proc(pid, "uid_map", "".join(m.line() for m in plan.uid_mappings))
-        _write_proc(pid, "gid_map", "".join(m.line() for m in plan.gid_mappings))
+            _write_proc(pid, "uid_map", uid_lines)
+            _write_proc(pid, "gid_map", gid_lines)
+        else:
+            _map_with_helper("newuidmap", pid, plan.uid_mappings)
+            _map_with_helper("newgidmap", pid, plan.gid_mappings)
     except OSError as err:
         raise RunprocError(f"linux.uidMappings/gidMappings: write id maps of {pid}: {os_error_text(err)}") from None
+
+
+def _only_own_id(plan: NamespacePlan) -> bool:
+    """What the kernel lets an unprivileged process map itself: its own uid and gid, one each."""
+    uids, gids = plan.uid_mappings, plan.gid_mappings
+    return (len(uids) <= 1 and len(gids) <= 1
+            and all(m.host_id == os.geteuid() and m.size == 1 for m in uids)
+            and all(m.host_id == os.getegid() and m.size == 1 for m in gids))
+
+
+def _map_with_helper(helper: str, pid: int, mappings: list[IdMapping]) -> None:
+    if not mappings:
+        return
+    path = next((os.path.join(d, helper) for d in ("/usr/bin", "/bin", "/usr/local/bin")
+                 if os.access(os.path.join(d, helper), os.X_OK)), None)
+    what = "uidMappings" if helper == "newuidmap" else "gidMappings"
+    if path is None:
+        raise RunprocError(f"linux.{what}: mapping more than your own id needs {helper} (Debian: uidmap)")
+    argv = [path, str(pid)] + [str(v) for m in mappings for v in (m.container_id, m.host_id, m.size)]
+    # A clean environment: the helper is setuid root and needs none of ours (nor our libraries).
+    errors_r, errors_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            null = os.open("/dev/null", os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.dup2(errors_w, 2)
+            os.execve(path, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        finally:
+            os._exit(127)
+    os.close(errors_w)
+    with os.fdopen(errors_r, "rb") as stream:
+        said = stream.read(4096).decode(errors="replace").strip().replace("\n", "; ")
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RunprocError(f"linux.{what}: {helper} {' '.join(argv[1:])} failed (exit {code}): "
+                           f"{said or 'no reason given'}")
 
 
 def _write_proc(pid: int, name: str, text: str) -> None:

@@ -302,3 +302,44 @@ def test_kill_all_and_delete_force_end_the_whole_pid_namespace(runproc: Runproc,
     assert members() == []
     runproc.ok("delete", "--force", "many")
     assert not (runproc.root / "many").exists()
+
+
+@pytest.fixture
+def nobody_subids() -> Iterator[None]:
+    """/etc/subuid and /etc/subgid ranges for nobody, for the length of a test."""
+    saved = {}
+    for name in ("/etc/subuid", "/etc/subgid"):
+        path = Path(name)
+        saved[path] = path.read_text() if path.exists() else None
+        path.write_text((saved[path] or "") + "nobody:300000:65536\n")
+    yield
+    for path, text in saved.items():
+        if text is None:
+            path.unlink()
+        else:
+            path.write_text(text)
+
+
+def test_rootless_with_a_wider_mapping(runproc: Runproc, probe_rootfs: Path, world_tmp: Path,
+                                       nobody_subids: None) -> None:
+    """More than the caller's own id goes through newuidmap/newgidmap (shadow's uidmap), as with runc."""
+    script = "cat /proc/self/uid_map /proc/self/gid_map; id; grep -c . /proc/self/setgroups"
+    outputs = []
+    for binary, name in ((RUNC, "runc"), (runproc.binary, "runproc")):
+        side = Runproc(binary, world_tmp / f"state-{name}", as_user=NOBODY, name=name)
+        bundle = world_tmp / f"bundle-{name}"
+        bundle.mkdir()
+        subprocess.run(["cp", "-a", str(probe_rootfs), str(bundle / "rootfs")], check=True)
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(bundle)], check=True)
+        side.ok("spec", "--rootless", "--bundle", str(bundle))
+        config = json.loads((bundle / "config.json").read_text())
+        config["process"]["terminal"] = False
+        config["process"]["args"] = ["sh", "-c", script]
+        for key in ("uidMappings", "gidMappings"):
+            config["linux"][key] = [{"containerID": 0, "hostID": NOBODY, "size": 1},
+                                    {"containerID": 1, "hostID": 300000, "size": 65536}]
+        (bundle / "config.json").write_text(json.dumps(config))
+        outputs.append(side.ok("run", "--bundle", str(bundle), f"wide-{name}").stdout)
+    runc_out, ours = outputs
+    assert ours == runc_out
+    assert ours.splitlines()[1].split() == ["1", "300000", "65536"]
