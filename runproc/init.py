@@ -188,7 +188,7 @@ def _enter_root(plan: ContainerPlan, channels: InitChannels, options: InitOption
         rootfs.finalize_rootfs(setup)
     else:
         if hooks is not None:
-            _run_in_rootfs(plan, hooks)  # no mount namespace: right before the chroot (none in host mode)
+            _run_in_rootfs(plan, hooks, euid)  # no mount namespace: right before the chroot (none in host mode)
         if plan.chroots(euid):
             try:
                 os.chroot(plan.rootfs)
@@ -202,9 +202,10 @@ def _enter_root(plan: ContainerPlan, channels: InitChannels, options: InitOption
         rootfs.restrict_paths(setup)
 
 
-def _run_in_rootfs(plan: ContainerPlan, hooks: Callable[[], None]) -> None:
-    """The create-time hooks with the rootfs as cwd, as setup_rootfs runs them."""
-    if plan.rootfs:
+def _run_in_rootfs(plan: ContainerPlan, hooks: Callable[[], None], euid: int) -> None:
+    """The create-time hooks with the rootfs as cwd, as setup_rootfs runs them (in host mode,
+    where the rootfs need not exist, in the caller's cwd)."""
+    if plan.chroots(euid):
         try:
             os.chdir(plan.rootfs)
         except OSError as err:
