@@ -4,15 +4,14 @@ import os
 import sys
 
 from runproc.cli import main
-
-# The release binary's bootloader holds a shared lock on its cached unpack (so
-# that it is not collected while in use) and hands the fd over across its exec.
-# Keep it, but let no program that runproc execs inherit it; a created
-# container's init keeps it until it execs the user's program.
-BOOT_LOCK_ENV = "STATICX_LOCK_FD"
+from runproc.kernel import BOOT_LOCK_ENV
 
 
 def _keep_boot_lock_private() -> None:
+    """The release binary's bootloader holds a shared lock on its cached unpack (so that
+    it is not collected while in use) and hands the fd over across its exec. Keep it,
+    but let no program that runproc execs inherit it; a created container's init keeps
+    it until it execs the user's program."""
     raw = os.environ.get(BOOT_LOCK_ENV, "")
     if raw.isdigit():
         try:

@@ -21,7 +21,13 @@ from runproc.state import (
     StateStore,
 )
 
-# How long start waits for the init to exec once it has the go.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from runproc.log import LogSettings
+
+# How long start waits for the init to exec once it has the go (plus its startContainer hooks' timeouts).
 START_TIMEOUT = 10
 
 
@@ -35,12 +41,18 @@ def start_container(record: ContainerRecord) -> None:
     the program. So a start killed anywhere leaves a container that is
     created (killed before it opened the fifo), stopped, or running, never a
     running program reported as created; and a second start fails at once.
+    A failed startContainer hook fails start with the init's message (the init exits).
     """
     status = record.status()
     if status == "stopped":
         raise RunprocError("cannot start a container that has stopped")
     if status == "running":
         raise RunprocError("cannot start an already running container")
+    hooks = None
+    if record.hooks:
+        from runproc import hooks
+    plan = hooks.recorded_hooks(record) if hooks is not None else None
+    wait = hooks.start_wait(plan, START_TIMEOUT) if hooks is not None else START_TIMEOUT
     try:
         fifo = os.open(EXEC_FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=record.dir_fd)
     except FileNotFoundError:
@@ -60,10 +72,24 @@ def start_container(record: ContainerRecord) -> None:
         # The init's end closes when it execs (close-on-exec) or dies.
         poller = select.poll()
         poller.register(fifo, 0)
-        if not poller.poll(START_TIMEOUT * 1000):
-            raise RunprocError(f"the container init did not run the program within {START_TIMEOUT} s")
+        if not poller.poll(-1 if wait is None else wait * 1000):
+            raise RunprocError(f"the container init did not run the program within {wait} s")
     finally:
         os.close(fifo)
+    if hooks is not None and plan is not None and plan.of("startContainer"):
+        message = hooks.read_start_errors(record.dir_fd)
+        if message:
+            raise RunprocError(message)
+
+
+def poststart_hooks(record: ContainerRecord) -> Callable[[LogSettings | None], None]:
+    """The poststart hooks of a just started container, with its state now; for the caller to run
+    once it has released the container's lock (a hook may well ask runproc for the state)."""
+    if not record.hooks:
+        return lambda log: None
+    from runproc import hooks
+
+    return hooks.recorded_warning_hooks("poststart", record, record.status(), record.bundle)
 
 
 def kill_container(record: ContainerRecord, sig: int, all_processes: bool) -> None:
@@ -79,11 +105,16 @@ def kill_container(record: ContainerRecord, sig: int, all_processes: bool) -> No
         raise RunprocError("container not running")
 
 
-def destroy_container(store: StateStore, locked: LockedContainer, record: ContainerRecord, force: bool) -> None:
-    """Delete a locked container: kill what is left of it, then remove its directory."""
+def destroy_container(store: StateStore, locked: LockedContainer, record: ContainerRecord, force: bool,
+                      log: LogSettings | None = None) -> None:
+    """Delete a locked container: kill what is left of it, remove its directory, run its poststop hooks."""
     if record.status() == "running" and not force:
         raise RunprocError(f"cannot delete container {record.id} that is not stopped: running")
     signal_all(record.pid, record.start_time, 9)
     if not wait_until_gone(record.pid, record.start_time, 5.0):
         raise RunprocError(f"container {record.id}: its process {record.pid} did not exit after SIGKILL")
     store.remove(locked)
+    if record.hooks:
+        from runproc import hooks
+
+        hooks.recorded_warning_hooks("poststop", record, "stopped", None)(log)  # in our cwd, as runc's

@@ -14,7 +14,7 @@ import time
 
 from runproc.errors import RunprocError
 from runproc.fsutil import os_error_text, write_file_atomic
-from runproc.init import InitChannels, InitOptions, container_init
+from runproc.init import HOOKS_DONE, HOOKS_REQUEST, InitChannels, InitOptions, container_init
 from runproc.kernel import process_start_time, signal_process
 from runproc.linux import security
 from runproc.linux.namespaces import check_kernel_support, open_joined
@@ -33,7 +33,10 @@ from runproc.state import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
+
+    from runproc.log import LogSettings
 
 
 def resolve_bundle(bundle: str | bool | None) -> str:
@@ -75,13 +78,14 @@ def load_plan_for(values: dict[str, str | bool]) -> ContainerPlan:
     return load_plan(bundle, host_env, os.geteuid())
 
 
-def create_from_values(store: StateStore, values: dict[str, str | bool]) -> ContainerRecord:
+def create_from_values(store: StateStore, values: dict[str, str | bool], log: LogSettings | None = None) \
+        -> ContainerRecord:
     """create (and run) from their command-line values: check everything, then create."""
     container_id = str(values["id"])
     validate_id(container_id)
     pid_file = check_pid_file(values.get("pid_file"))
-    options = InitOptions(parse_preserve_fds(values.get("preserve_fds")), bool(values.get("no_pivot")))
-    return create_container(store, container_id, load_plan_for(values), pid_file, options)
+    options = InitOptions(parse_preserve_fds(values.get("preserve_fds")), bool(values.get("no_pivot")), container_id)
+    return create_container(store, container_id, load_plan_for(values), pid_file, options, log)
 
 
 def create_container(
@@ -90,13 +94,17 @@ def create_container(
     plan: ContainerPlan,
     pid_file: str | None,
     options: InitOptions,
+    log: LogSettings | None = None,
 ) -> ContainerRecord:
     """Fork the init, wait until it is ready and blocked before exec, record it.
 
     On any failure nothing is left: no directory, no process, no pid file. The
     init goes on only once create has recorded it (its go-ahead pipe): if create
     dies half-way, even by SIGKILL, the init exits instead of waiting forever.
+    A failure once the init exists runs the poststop hooks, as runc's does.
     """
+    if plan.hooks is not None:
+        import runproc.hooks  # noqa: F401 - the init runs hooks where it can no longer import
     if plan.terminal:
         raise RunprocError("process.terminal is true, but terminals are not supported yet")
     joined = prepare_isolation(plan, options)
@@ -109,7 +117,7 @@ def create_container(
         init = None
         try:
             init = InitProcess(plan, lock, options, joined, (lock.fd, *store.own_fds()))
-            init.wait_ready()
+            init.wait_ready(_runtime_hooks(plan, container_id, init.pid))
             record = ContainerRecord(container_id, lock.directory, lock.fd)
             record.pid = init.pid
             record.start_time = process_start_time(init.pid)
@@ -117,6 +125,7 @@ def create_container(
             record.rootfs = plan.rootfs
             record.created = rfc3339_nano(time.time_ns())
             record.annotations = plan.annotations
+            record.hooks = plan.hooks.to_json() if plan.hooks is not None else {}
             store.save(lock, record)
             if pid_file:
                 _write_pid_file(pid_file, init.pid)
@@ -126,7 +135,36 @@ def create_container(
             if init is not None:
                 init.abort()
             store.remove(lock)
+            if init is not None and plan.hooks_of("poststop"):
+                _failed_create_poststop(plan, container_id, log)
             raise
+
+
+def _runtime_hooks(plan: ContainerPlan, container_id: str, pid: int) -> Callable[[], None] | None:
+    """prestart then createRuntime, for when the init asks (before its pivot_root), in the bundle as runc's."""
+    kinds = [kind for kind in ("prestart", "createRuntime") if plan.hooks_of(kind)]
+    if not kinds:
+        return None
+
+    def run() -> None:
+        from runproc import hooks
+
+        state = hooks.oci_state(container_id, "creating", pid, plan.bundle, plan.annotations)
+        env = hooks.runtime_environment()
+        try:
+            for kind in kinds:
+                hooks.run_hooks(kind, plan.hooks_of(kind), state, env, plan.bundle)
+        except RunprocError as err:
+            raise RunprocError(f"unable to start container process: {err}") from None
+
+    return run
+
+
+def _failed_create_poststop(plan: ContainerPlan, container_id: str, log: LogSettings | None) -> None:
+    from runproc import hooks
+
+    state = hooks.oci_state(container_id, "stopped", 0, plan.bundle, plan.annotations)
+    hooks.run_warning_hooks("poststop", plan.hooks_of("poststop"), state, log, None)
 
 
 def prepare_isolation(plan: ContainerPlan, options: InitOptions) -> dict[str, int]:
@@ -167,6 +205,12 @@ class InitProcess:
         # is no way out of the container: one cannot chdir or open beneath it).
         fifo = os.open(EXEC_FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=lock.fd)
         fds = [fifo, *os.pipe(), *os.pipe()]
+        if plan.hooks_of("startContainer"):
+            from runproc.hooks import START_ERRORS
+
+            # Where the init says why a startContainer hook failed; start reads it.
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fds.append(os.open(START_ERRORS, flags, 0o600, dir_fd=lock.fd))
         # Keep our own fds above any the caller asked to pass through (--preserve-fds).
         preserve_fds = options.preserve_fds
         low = 3 + preserve_fds
@@ -181,13 +225,14 @@ class InitProcess:
         finally:
             for fd in fds:
                 os.close(fd)
-        fifo, report_r, report_w, go_r, go_w = moved
+        fifo, report_r, report_w, go_r, go_w, *start_errors = moved
+        errors_fd = start_errors[0] if start_errors else -1
 
         def run_init() -> NoReturn:  # in the child: never returns into create's code
             try:
                 for fd in own_fds:
                     os.close(fd)
-                container_init(plan, InitChannels(report_w, go_r, fifo, joined), options)
+                container_init(plan, InitChannels(report_w, go_r, fifo, joined, errors_fd), options)
             finally:
                 os._exit(1)
 
@@ -197,21 +242,27 @@ class InitProcess:
             for fd in moved:
                 os.close(fd)
             raise
-        for fd in (fifo, report_w, go_r):
+        for fd in (fifo, report_w, go_r, *start_errors):
             os.close(fd)
         close_namespaces(joined)
         self.report_r: int | None = report_r
         self.go_w: int | None = go_w
 
-    def wait_ready(self) -> None:
-        """Wait for the init's report: ready, or why it cannot start."""
+    def wait_ready(self, runtime_hooks: Callable[[], None] | None = None) -> None:
+        """Wait for the init's report: ready, or why it cannot start. On the way, when the init
+        asks (HOOKS_REQUEST, before its pivot_root), run `runtime_hooks` and answer HOOKS_DONE."""
         assert self.report_r is not None
-        report = b""
-        while report != b"\0":
-            chunk = os.read(self.report_r, 4096)
-            if not chunk:
+        while True:
+            report = b""
+            while report not in (b"\0", HOOKS_REQUEST):
+                chunk = os.read(self.report_r, 4096)
+                if not chunk:
+                    break
+                report += chunk
+            if report != HOOKS_REQUEST or runtime_hooks is None:
                 break
-            report += chunk
+            runtime_hooks()
+            self._tell(HOOKS_DONE)
         os.close(self.report_r)
         self.report_r = None
         if report != b"\0":
@@ -222,12 +273,17 @@ class InitProcess:
         """Tell the init it is recorded: it may now wait for start."""
         assert self.go_w is not None
         try:
-            os.write(self.go_w, b"\1")
-        except BrokenPipeError:
-            raise RunprocError("unable to start container process: the container init exited") from None
+            self._tell(b"\1")
         finally:
             os.close(self.go_w)
             self.go_w = None
+
+    def _tell(self, message: bytes) -> None:
+        assert self.go_w is not None
+        try:
+            os.write(self.go_w, message)
+        except BrokenPipeError:
+            raise RunprocError("unable to start container process: the container init exited") from None
 
     def abort(self) -> None:
         """Kill the init and collect it (it is our child until create exits)."""

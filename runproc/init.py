@@ -8,12 +8,19 @@ then fails and leaves nothing behind):
      the namespaces it joins and the bootloader's lock;
   3. enter the namespaces (create has already put it in the pid and time ones);
   4. process attributes that need root (oom_score_adj, personality, ...);
-  5. the root filesystem: mounts, devices, pivot_root (chroot without a mount
-     namespace), hostname, read-only root, sysctl, read-only and masked paths;
+  5. the root filesystem: mounts, devices, [hooks: create runs prestart and
+     createRuntime while the init waits, then the init runs createContainer],
+     pivot_root (chroot without a mount namespace), hostname, read-only root,
+     sysctl, read-only and masked paths;
   6. cwd, umask, HOME, and the executable looked up as the container's user;
   7. rlimits (late: small ones must not starve the init's own work);
   8. the user switch with the capability sets, no_new_privs and seccomp;
-  9. report ready; wait for create's go-ahead, then for start's go; exec.
+  9. report ready; wait for create's go-ahead, then for start's go;
+     [hooks: startContainer]; exec.
+
+The report pipe carries one more message when the container has prestart or
+createRuntime hooks: HOOKS_REQUEST from the init, before pivot_root; create
+runs those hooks and answers HOOKS_DONE on the go pipe (or kills the init).
 
 After the report it imports nothing and opens nothing: create, and with it the
 frozen binary's unpacked files, may be gone by then, and the root has moved.
@@ -35,8 +42,13 @@ from runproc.spec.process import RLIMITS
 
 RLIMIT_NAMES = {number: name for name, number in RLIMITS.items()}
 
+# The init's one question before its report (see the docstring), and create's answer.
+HOOKS_REQUEST = b"\2"
+HOOKS_DONE = b"\2"
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
 
@@ -46,25 +58,27 @@ class InitError(Exception):
 
 class InitChannels:
     """What create hands the init: report (to create), go (from create), exec fifo (from start),
-    and the fds of the namespaces it joins."""
+    the fds of the namespaces it joins, and where a startContainer hook's failure goes."""
 
-    __slots__ = ("report", "go", "exec_fifo", "joined")
+    __slots__ = ("report", "go", "exec_fifo", "joined", "start_errors")
 
-    def __init__(self, report: int, go: int, exec_fifo: int, joined: dict[str, int]) -> None:
+    def __init__(self, report: int, go: int, exec_fifo: int, joined: dict[str, int], start_errors: int = -1) -> None:
         self.report = report
         self.go = go
         self.exec_fifo = exec_fifo  # the fifo's read end, opened by create
         self.joined = joined
+        self.start_errors = start_errors  # hooks.START_ERRORS, opened by create (-1: no startContainer hooks)
 
 
 class InitOptions:
-    """create's own flags that reach the init."""
+    """create's own flags that reach the init, and the container's id (for its hooks' state)."""
 
-    __slots__ = ("preserve_fds", "no_pivot")
+    __slots__ = ("preserve_fds", "no_pivot", "container_id")
 
-    def __init__(self, preserve_fds: int, no_pivot: bool) -> None:
+    def __init__(self, preserve_fds: int, no_pivot: bool, container_id: str = "") -> None:
         self.preserve_fds = preserve_fds
         self.no_pivot = no_pivot
+        self.container_id = container_id
 
 
 class Launch:
@@ -99,7 +113,7 @@ def container_init(plan: ContainerPlan, channels: InitChannels, options: InitOpt
         os._exit(1)
     os.close(channels.go)
     _wait_for_start(channels.exec_fifo, launch)
-    _exec(plan, launch)
+    _exec(plan, launch, channels, options)
 
 
 def _prepare(plan: ContainerPlan, channels: InitChannels, options: InitOptions, euid: int) -> Launch:
@@ -111,7 +125,7 @@ def _prepare(plan: ContainerPlan, channels: InitChannels, options: InitOptions, 
     namespaces.close_all(channels.joined)
     if plan.security is not None:
         security.apply_early(plan.security)
-    _enter_root(plan, options, euid)
+    _enter_root(plan, channels, options, euid)
     _enter_cwd(plan, euid)
     os.umask(plan.umask)
     if not plan.has_env("HOME"):
@@ -146,7 +160,8 @@ def _keep_only_our_fds(channels: InitChannels, preserve_fds: int) -> None:
     a directory from being used as a way out.
     """
     preserved = range(3, 3 + preserve_fds)
-    keep = {0, 1, 2, channels.report, channels.go, channels.exec_fifo, *channels.joined.values(), *preserved}
+    keep = {0, 1, 2, channels.report, channels.go, channels.exec_fifo, *channels.joined.values(), *preserved,
+            channels.start_errors}
     boot_lock = boot_lock_fd()
     if boot_lock is not None:
         keep.add(boot_lock)
@@ -160,24 +175,59 @@ def _keep_only_our_fds(channels: InitChannels, preserve_fds: int) -> None:
         os.set_inheritable(boot_lock, False)  # never the program's, even if among --preserve-fds
 
 
-def _enter_root(plan: ContainerPlan, options: InitOptions, euid: int) -> None:
-    """Into the container's root: its own file system tree (a mount namespace), or a chroot."""
+def _enter_root(plan: ContainerPlan, channels: InitChannels, options: InitOptions, euid: int) -> None:
+    """Into the container's root: its own file system tree (a mount namespace), or a chroot.
+
+    The create-time hooks run once the mounts exist, before the root changes.
+    """
     setup = plan.rootfs_setup
+    hooks = None if plan.hooks is None else lambda: _create_hooks(plan, channels, options)
     if setup is not None:
         user_namespace = plan.namespaces is not None and plan.namespaces.private("user")
-        rootfs.setup_rootfs(setup, plan.rootfs, user_namespace=user_namespace, no_pivot=options.no_pivot)
+        rootfs.setup_rootfs(setup, plan.rootfs, user_namespace=user_namespace, no_pivot=options.no_pivot,
+                            before_pivot=hooks)
         rootfs.finalize_rootfs(setup)
-    elif plan.contained:
-        try:
-            os.chroot(plan.rootfs)
-            os.chdir("/")
-        except OSError as err:
-            raise InitError(f"chroot {plan.rootfs}: {os_error_text(err)}") from None
+    else:
+        if hooks is not None:
+            _run_in_rootfs(plan, hooks)  # no mount namespace: right before the chroot (none in host mode)
+        if plan.contained:
+            try:
+                os.chroot(plan.rootfs)
+                os.chdir("/")
+            except OSError as err:
+                raise InitError(f"chroot {plan.rootfs}: {os_error_text(err)}") from None
     if plan.namespaces is not None:
         namespaces.set_names(plan.namespaces)
         namespaces.write_sysctls(plan.namespaces)
     if setup is not None:
         rootfs.restrict_paths(setup)
+
+
+def _run_in_rootfs(plan: ContainerPlan, hooks: Callable[[], None]) -> None:
+    """The create-time hooks with the rootfs as cwd, as setup_rootfs runs them (in host mode,
+    where the rootfs need not exist, in the caller's cwd)."""
+    if plan.contained:
+        try:
+            os.chdir(plan.rootfs)
+        except OSError as err:
+            raise InitError(f"chdir {plan.rootfs}: {os_error_text(err)}") from None
+    hooks()
+
+
+def _create_hooks(plan: ContainerPlan, channels: InitChannels, options: InitOptions) -> None:
+    """runc's order before pivot_root: create runs prestart and createRuntime in the runtime's
+    namespaces while we wait, then we run createContainer in the container's."""
+    if plan.hooks_of("prestart") or plan.hooks_of("createRuntime"):
+        os.write(channels.report, HOOKS_REQUEST)
+        if os.read(channels.go, 1) != HOOKS_DONE:
+            os._exit(1)  # they failed, or create died: create (if alive) reports why
+    hooks = plan.hooks_of("createContainer")
+    if hooks:
+        from runproc import hooks as runner  # loaded by create before the fork
+
+        # pid as the hook sees us (1 in a new pid namespace), as runc's Getpid().
+        state = runner.oci_state(options.container_id, "creating", os.getpid(), plan.bundle, plan.annotations)
+        runner.run_hooks("createContainer", hooks, state, runner.env_dict(plan.env), None)
 
 
 def _enter_cwd(plan: ContainerPlan, euid: int) -> None:
@@ -333,16 +383,34 @@ def _wait_for_start(exec_fifo: int, launch: Launch) -> None:
         os._exit(1)  # start died before its go (the fifo is gone or not): never run the program
 
 
-def _exec(plan: ContainerPlan, launch: Launch) -> NoReturn:
+def _exec(plan: ContainerPlan, launch: Launch, channels: InitChannels, options: InitOptions) -> NoReturn:
     try:
         sec = plan.security
         if sec is not None and sec.seccomp_program is not None and plan.no_new_privileges:
             security.load_seccomp(sec)  # last: the filter need not allow the init's own steps
+        if plan.hooks_of("startContainer"):
+            _start_hooks(plan, launch, channels, options)  # after the filter, as runc
         os.execve(launch.executable, launch.args, launch.env)
     except Exception as err:  # noqa: BLE001 - past start, the container's stderr is all we have
         text = os_error_text(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
         os.write(2, f"runproc init: exec {plan.args[0]}: {text}\n".encode(errors="replace"))
     os._exit(127)
+
+
+def _start_hooks(plan: ContainerPlan, launch: Launch, channels: InitChannels, options: InitOptions) -> None:
+    """startContainer, in the container as its user; a failure goes to start (and our stderr, as runc's)."""
+    from runproc import hooks as runner  # loaded by create before the fork
+
+    state = runner.oci_state(options.container_id, "created", os.getpid(), plan.bundle, plan.annotations)
+    try:
+        runner.run_hooks("startContainer", plan.hooks_of("startContainer"), state, launch.env, None)
+    except Exception as err:  # noqa: BLE001 - never run the program after a failed hook
+        message = str(err).encode(errors="replace")
+        try:
+            os.write(channels.start_errors, message)
+            os.write(2, message + b"\n")
+        finally:
+            os._exit(1)
 
 
 def _env_dict(env: list[str]) -> dict[str, str]:

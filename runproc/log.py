@@ -88,3 +88,14 @@ def report_error(settings: LogSettings, msg: str) -> None:
     except (OSError, UnicodeError):
         pass
     write_record(settings, "error", msg)
+
+
+def report_warning(settings: LogSettings | None, msg: str) -> None:
+    """A warning that does not fail the call (a poststart or poststop hook's): a stderr line, a log record."""
+    try:
+        sys.stderr.write(f"warning: {msg}\n")
+        sys.stderr.flush()
+    except (OSError, UnicodeError):
+        pass
+    if settings is not None:
+        write_record(settings, "warning", msg)

@@ -71,15 +71,17 @@ class LockedContainer:
 # Field -> type of a record; anything else in a record makes it corrupt.
 _RECORD_FIELDS: dict[str, type] = {
     "id": str, "pid": int, "start_time": int, "bundle": str, "rootfs": str, "created": str,
-    "annotations": dict, "owner": str,
+    "annotations": dict, "owner": str, "hooks": dict,
 }
+# Fields a record may lack (written by a runproc before them), with their value then.
+_RECORD_DEFAULTS: dict[str, object] = {"hooks": {}}
 
 
 class ContainerRecord:
     """What create recorded about a container; status is derived, never stored."""
 
-    __slots__ = ("id", "pid", "start_time", "bundle", "rootfs", "created", "owner", "annotations", "directory",
-                 "dir_fd")
+    __slots__ = ("id", "pid", "start_time", "bundle", "rootfs", "created", "owner", "annotations", "hooks",
+                 "directory", "dir_fd")
 
     def __init__(self, container_id: str, directory: str, dir_fd: int = -1) -> None:
         self.id = container_id
@@ -92,16 +94,19 @@ class ContainerRecord:
         self.created = ""
         self.owner = ""
         self.annotations: dict[str, str] = {}
+        self.hooks: dict = {}  # config.json's hooks, as create checked them (runproc.spec.hooks)
 
     def to_json(self) -> dict:
-        return {name: getattr(self, name) for name in _RECORD_FIELDS}
+        # A field at its default is left out: a container without hooks has the record it always had.
+        return {name: getattr(self, name) for name in _RECORD_FIELDS
+                if name not in _RECORD_DEFAULTS or getattr(self, name) != _RECORD_DEFAULTS[name]}
 
     @classmethod
     def from_json(cls, data: dict, locked: LockedContainer) -> ContainerRecord:
         """A record as create wrote it; ValueError for anything else (another id, wrong types)."""
         record = cls(locked.name, locked.directory, locked.fd)
         for name, kind in _RECORD_FIELDS.items():
-            value = data.get(name, "" if kind is str else None)
+            value = data.get(name, _RECORD_DEFAULTS.get(name, "" if kind is str else None))
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise ValueError(f"field {name!r} is not a {kind.__name__}")
             setattr(record, name, value)

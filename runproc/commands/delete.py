@@ -24,7 +24,7 @@ def run(context: Context) -> int:
                     raise
                 store.remove(locked)
                 return 0
-            destroy_container(store, locked, record, force)
+            destroy_container(store, locked, record, force, context.log)
     except ContainerNotFound:
         if not force:
             raise

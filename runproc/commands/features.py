@@ -2,7 +2,7 @@
 
 Everything listed comes from the tables the spec step itself accepts, so the
 output cannot claim more than create does. What runproc does not do yet is
-left out (hooks) or marked false (cgroup drivers, AppArmor, SELinux).
+marked false (cgroup drivers, AppArmor, SELinux).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 
 from runproc import __version__, jsonio
 from runproc.cli import Context
+from runproc.spec.hooks import HOOK_KINDS
 from runproc.spec.mounts import EXTENSIONS, MOUNT_FLAGS, PROPAGATION, REC_ATTRS
 from runproc.spec.namespaces import NAMESPACE_TYPES
 from runproc.spec.seccomp import ACTIONS, ARCHITECTURES, OPERATORS
@@ -25,7 +26,7 @@ def features() -> dict:
     return {
         "ociVersionMin": OCI_VERSION_MIN,
         "ociVersionMax": OCI_VERSION_MAX,
-        "hooks": [],
+        "hooks": list(HOOK_KINDS),
         "mountOptions": mount_options,
         "linux": {
             "namespaces": sorted(NAMESPACE_TYPES),

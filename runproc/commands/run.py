@@ -6,10 +6,10 @@ import _signal
 import os
 
 from runproc.cli import Context
-from runproc.container import destroy_container, start_container
+from runproc.container import destroy_container, poststart_hooks, start_container
 from runproc.create import create_from_values
 from runproc.errors import ContainerNotFound, RunprocError
-from runproc.log import report_error
+from runproc.log import LogSettings, report_error
 from runproc.state import ContainerRecord, StateStore
 
 # Signals a foreground `run` passes on to the container, as runc does.
@@ -20,7 +20,7 @@ def run(context: Context) -> int:
     values = context.values
     store = StateStore(context.root)
     try:
-        created = create_from_values(store, values)
+        created = create_from_values(store, values, context.log)
     except RunprocError as err:
         raise RunprocError(f"runproc run failed: {err}") from None
     if not values.get("detach"):
@@ -28,19 +28,22 @@ def run(context: Context) -> int:
         _forward_signals(created.pid)
     try:
         with store.lock(created.id) as locked:
-            start_container(_ours(store.load(locked), created))
+            record = _ours(store.load(locked), created)
+            start_container(record)
+            poststart = poststart_hooks(record)
     except BaseException:
         try:
-            _delete_if_ours(store, created)
+            _delete_if_ours(store, created, context.log)
         except RunprocError:
             pass  # the error that stopped the start is the one to show
         raise
+    poststart(context.log)
     if values.get("detach"):
         return 0
     status = _wait(created.pid)
     if not values.get("keep"):
         try:
-            _delete_if_ours(store, created)
+            _delete_if_ours(store, created, context.log)
         except RunprocError as err:
             # The program's exit code is what run reports; the failed clean-up gets its line.
             report_error(context.log, err.message)
@@ -54,10 +57,10 @@ def _ours(current: ContainerRecord, created: ContainerRecord) -> ContainerRecord
     return current
 
 
-def _delete_if_ours(store: StateStore, created: ContainerRecord) -> None:
+def _delete_if_ours(store: StateStore, created: ContainerRecord, log: LogSettings) -> None:
     try:
         with store.lock(created.id) as locked:
-            destroy_container(store, locked, _ours(store.load(locked), created), force=True)
+            destroy_container(store, locked, _ours(store.load(locked), created), True, log)
     except ContainerNotFound:
         pass  # someone else deleted it meanwhile
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runproc.cli import Context
-from runproc.container import start_container
+from runproc.container import poststart_hooks, start_container
 from runproc.state import StateStore
 
 
@@ -11,5 +11,8 @@ def run(context: Context) -> int:
     store = StateStore(context.root)
     container_id = str(context.values["id"])
     with store.lock(container_id) as locked:
-        start_container(store.load(locked))
+        record = store.load(locked)
+        start_container(record)
+        poststart = poststart_hooks(record)
+    poststart(context.log)
     return 0

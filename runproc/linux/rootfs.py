@@ -45,11 +45,15 @@ from runproc.spec.mounts import (
 )
 from runproc.spec.rootfs import RootfsPlan, check_no_pivot
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = ["RootfsError", "finalize_rootfs", "restrict_paths", "setup_rootfs"]
 
 
 def setup_rootfs(setup: RootfsPlan, rootfs: str, *, user_namespace: bool, no_pivot: bool,
-                 cgroup2_path: str = "") -> None:
+                 cgroup2_path: str = "", before_pivot: Callable[[], None] | None = None) -> None:
     """runc's prepareRootfs: mounts, devices, then into the rootfs with pivot_root (or MS_MOVE + chroot).
 
     Call in the init, already in its new mount namespace (and its cgroup
@@ -58,7 +62,8 @@ def setup_rootfs(setup: RootfsPlan, rootfs: str, *, user_namespace: bool, no_piv
     /proc, before switching user. Afterwards the process's root and cwd are
     the container's "/". `cgroup2_path` is the container's cgroup v2 directory
     on the host, bound at the cgroup mount when cgroup2 cannot be mounted in a
-    cgroup namespace.
+    cgroup namespace. `before_pivot` runs once every mount is made, in the rootfs as cwd, right
+    before pivot_root: runc's place for the createRuntime and createContainer hooks.
     """
     if no_pivot:
         check_no_pivot(setup)
@@ -82,6 +87,8 @@ def setup_rootfs(setup: RootfsPlan, rootfs: str, *, user_namespace: bool, no_piv
         os.chdir(rootfs)
     except OSError as err:
         raise RootfsError(f"chdir {rootfs}: {os_error_text(err)}") from None
+    if before_pivot is not None:
+        before_pivot()
     try:
         if no_pivot:
             move_root(rootfs)

@@ -93,6 +93,11 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
     )
 
     apply_process(config, plan)
+    if config.get("hooks") is not None:
+        # Hooks run in every mode (host mode and unprivileged too); the module loads only for them.
+        from runproc.spec.hooks import apply_hooks
+
+        apply_hooks(config, plan)
 
     root = optional(config, "root", dict, "root", "an object", None)
     if isinstance(root, dict):

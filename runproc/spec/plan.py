@@ -5,6 +5,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from runproc.spec.namespaces import NamespacePlan
+    from runproc.spec.hooks import HooksPlan
     from runproc.spec.rootfs import RootfsPlan
     from runproc.spec.security import SecurityPlan
 
@@ -31,6 +32,7 @@ class ContainerPlan:
         "namespaces",
         "rootfs_setup",
         "security",
+        "hooks",
     )
 
     def __init__(self) -> None:
@@ -56,6 +58,11 @@ class ContainerPlan:
         self.namespaces: NamespacePlan | None = None  # namespaces, id maps, hostname, sysctl
         self.rootfs_setup: RootfsPlan | None = None  # mounts, devices, masked/readonly paths, propagation
         self.security: SecurityPlan | None = None  # capabilities, seccomp, LSM labels, oom, scheduling
+        self.hooks: HooksPlan | None = None  # OCI hooks (None: config.json has none)
+
+    def hooks_of(self, kind: str) -> list:
+        """The hooks of one kind (runproc.spec.hooks.HOOK_KINDS); [] without any."""
+        return self.hooks.of(kind) if self.hooks is not None else []
 
     def has_env(self, name: str) -> bool:
         return any(entry.startswith(name + "=") for entry in self.env)

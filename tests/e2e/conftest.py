@@ -370,6 +370,7 @@ class Ctr:
     # Re-exported so test modules need nothing from conftest but the fixtures.
     describe = staticmethod(describe)
     read_until = staticmethod(read_until)
+    run_cmd = staticmethod(run_cmd)
 
     def container_ids(self) -> list[str]:
         proc = self("container", "ls", "--quiet")

@@ -12,9 +12,12 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import Ctr, run_cmd
+
+if TYPE_CHECKING:  # conftest is not an importable module at run time; fixtures carry it.
+    from conftest import Ctr
 
 NewId = Callable[[str], str]
 
@@ -27,7 +30,7 @@ def run_with(ctr: Ctr, runtime: Path, cid: str, *cmd: str, opts: tuple[str, ...]
     """`ctr run --rm` with the given runtime binary (the rest as ctr.run does it)."""
     argv = ctr.run_argv(cid, *cmd, opts=opts)
     argv[argv.index("--runc-binary") + 1] = str(runtime)
-    return run_cmd(argv, timeout=ctr.timeout)
+    return ctr.run_cmd(argv, timeout=ctr.timeout)
 
 
 def both(ctr: Ctr, new_id: NewId, *cmd: str, opts: tuple[str, ...] = ()) -> tuple[str, str]:
@@ -120,7 +123,7 @@ def test_user_that_is_not_root(ctr: Ctr, new_id: NewId, tmp_path: Path) -> None:
     outputs = []
     for runtime in (RUNC, ctr.runtime):
         config_path = tmp_path / f"config-{runtime.name}.json"
-        run_cmd([str(ctr.runtime), "spec", "--bundle", str(tmp_path)], timeout=30)
+        ctr.run_cmd([str(ctr.runtime), "spec", "--bundle", str(tmp_path)], timeout=30)
         config = json.loads((tmp_path / "config.json").read_text())
         (tmp_path / "config.json").unlink()
         config["process"].update({"terminal": False, "user": {"uid": 1000, "gid": 1000, "additionalGids": [5]},
@@ -130,7 +133,7 @@ def test_user_that_is_not_root(ctr: Ctr, new_id: NewId, tmp_path: Path) -> None:
         argv = ctr.run_argv(new_id(runtime.name), opts=("--config", str(config_path)))
         argv[argv.index("--runc-binary") + 1] = str(runtime)
         del argv[argv.index("--rootfs"):argv.index("--rootfs") + 2]
-        proc = run_cmd(argv, timeout=ctr.timeout)
+        proc = ctr.run_cmd(argv, timeout=ctr.timeout)
         assert proc.returncode == 0, f"{runtime}: {ctr.describe(proc)}"
         outputs.append(proc.stdout)
     assert outputs[1] == outputs[0]
