@@ -12,6 +12,7 @@ import os
 import stat
 import time
 
+from runproc import terminal
 from runproc.errors import RunprocError
 from runproc.fsutil import os_error_text, write_file_atomic
 from runproc.init import InitChannels, InitOptions, container_init
@@ -20,7 +21,7 @@ from runproc.linux import security
 from runproc.linux.namespaces import check_kernel_support, open_joined
 from runproc.linux.namespaces import close_all as close_namespaces
 from runproc.linux.spawn import spawn_init
-from runproc.spec import ContainerPlan, load_plan
+from runproc.spec import ContainerPlan, plan_from_config, read_config
 from runproc.spec.rootfs import check_no_pivot
 from runproc.state import (
     EXEC_FIFO,
@@ -68,28 +69,68 @@ def parse_preserve_fds(raw: str | bool | None) -> int:
     return int(raw)
 
 
-def load_plan_for(values: dict[str, str | bool]) -> ContainerPlan:
-    """The plan for create/run: bundle from --bundle or the positional, host mode from RUNPROC_HOST."""
+class Spec:
+    """The checked config.json, its plan, and whether RUNPROC_HOST asked for host mode (exec needs all three)."""
+
+    __slots__ = ("config", "plan", "host_env")
+
+    def __init__(self, config: dict, plan: ContainerPlan, host_env: bool) -> None:
+        self.config = config
+        self.plan = plan
+        self.host_env = host_env
+
+
+def load_spec_for(values: dict) -> Spec:
+    """The spec for create/run: bundle from --bundle or the positional, host mode from RUNPROC_HOST."""
     bundle = resolve_bundle(values.get("bundle"))
     host_env = os.environ.get("RUNPROC_HOST") == "1"
-    return load_plan(bundle, host_env, os.geteuid())
+    config = read_config(bundle)
+    return Spec(config, plan_from_config(config, bundle, host_env, os.geteuid()), host_env)
 
 
-def create_from_values(store: StateStore, values: dict[str, str | bool]) -> ContainerRecord:
-    """create (and run) from their command-line values: check everything, then create."""
+def create_from_values(store: StateStore, values: dict,
+                       detach: bool = True) -> tuple[ContainerRecord, terminal.HostTerminal | None]:
+    """create (and run) from their command-line values: check everything, then create.
+
+    With a terminal, the init sends the master over --console-socket; a foreground
+    `run` without one gets it itself: then the HostTerminal to receive it is returned.
+    """
     container_id = str(values["id"])
     validate_id(container_id)
     pid_file = check_pid_file(values.get("pid_file"))
     options = InitOptions(parse_preserve_fds(values.get("preserve_fds")), bool(values.get("no_pivot")))
-    return create_container(store, container_id, load_plan_for(values), pid_file, options)
+    spec = load_spec_for(values)
+    socket_path = values.get("console_socket")
+    socket_path = socket_path if isinstance(socket_path, str) and socket_path else None
+    terminal.check_flags(spec.plan.terminal, detach, socket_path)
+    host_terminal = None
+    if socket_path is not None:
+        console = terminal.connect(socket_path)
+    elif spec.plan.terminal:
+        host_terminal = terminal.HostTerminal()
+        console = host_terminal.theirs
+    else:
+        return create_container(store, container_id, spec, pid_file, options), None
+    try:
+        return create_container(store, container_id, spec, pid_file, options, console), host_terminal
+    except BaseException:
+        if host_terminal is not None:
+            host_terminal.close()
+        raise
+    finally:
+        if host_terminal is None:
+            os.close(console)
+        else:
+            host_terminal.close_theirs()
 
 
 def create_container(
     store: StateStore,
     container_id: str,
-    plan: ContainerPlan,
+    spec: Spec,
     pid_file: str | None,
     options: InitOptions,
+    console: int | None = None,
 ) -> ContainerRecord:
     """Fork the init, wait until it is ready and blocked before exec, record it.
 
@@ -97,8 +138,7 @@ def create_container(
     init goes on only once create has recorded it (its go-ahead pipe): if create
     dies half-way, even by SIGKILL, the init exits instead of waiting forever.
     """
-    if plan.terminal:
-        raise RunprocError("process.terminal is true, but terminals are not supported yet")
+    plan = spec.plan
     joined = prepare_isolation(plan, options)
     try:
         lock = store.reserve(container_id)
@@ -108,7 +148,8 @@ def create_container(
     with lock:  # cleaning up under the lock: no other create can take the id meanwhile
         init = None
         try:
-            init = InitProcess(plan, lock, options, joined)
+            store.save_spec(lock, spec.config, spec.host_env)  # before the record: exec relies on it
+            init = InitProcess(plan, lock, options, joined, console if plan.terminal else None)
             init.wait_ready()
             record = ContainerRecord(container_id, lock.directory, lock.fd)
             record.pid = init.pid
@@ -119,7 +160,7 @@ def create_container(
             record.annotations = plan.annotations
             store.save(lock, record)
             if pid_file:
-                _write_pid_file(pid_file, init.pid)
+                write_pid_file(pid_file, init.pid)
             init.go_ahead()
             return record
         except BaseException:
@@ -143,7 +184,7 @@ def prepare_isolation(plan: ContainerPlan, options: InitOptions) -> dict[str, in
     return open_joined(plan.namespaces)
 
 
-def _write_pid_file(path: str, pid: int) -> None:
+def write_pid_file(path: str, pid: int) -> None:
     try:
         dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -159,12 +200,14 @@ class InitProcess:
     """The forked container init, seen from create: its pid and the two pipes to it."""
 
     def __init__(self, plan: ContainerPlan, lock: LockedContainer, options: InitOptions,
-                 joined: dict[str, int]) -> None:
+                 joined: dict[str, int], console: int | None) -> None:
         # The init's end of the exec fifo: opened here, by create, so that the init
         # never needs a path or a directory fd of the host to reach it (a fifo fd
         # is no way out of the container: one cannot chdir or open beneath it).
         fifo = os.open(EXEC_FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=lock.fd)
         fds = [fifo, *os.pipe(), *os.pipe()]
+        if console is not None:
+            fds.append(os.dup(console))
         # Keep our own fds above any the caller asked to pass through (--preserve-fds).
         preserve_fds = options.preserve_fds
         low = 3 + preserve_fds
@@ -179,11 +222,12 @@ class InitProcess:
         finally:
             for fd in fds:
                 os.close(fd)
-        fifo, report_r, report_w, go_r, go_w = moved
+        fifo, report_r, report_w, go_r, go_w = moved[:5]
+        init_console = moved[5] if console is not None else None
 
         def run_init() -> NoReturn:  # in the child: never returns into create's code
             try:
-                container_init(plan, InitChannels(report_w, go_r, fifo, joined), options)
+                container_init(plan, InitChannels(report_w, go_r, fifo, joined, init_console), options)
             finally:
                 os._exit(1)
 
@@ -193,7 +237,7 @@ class InitProcess:
             for fd in moved:
                 os.close(fd)
             raise
-        for fd in (fifo, report_w, go_r):
+        for fd in (fifo, report_w, go_r, *moved[5:]):
             os.close(fd)
         close_namespaces(joined)
         self.report_r: int | None = report_r
