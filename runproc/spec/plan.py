@@ -24,6 +24,7 @@ class ContainerPlan:
         "rlimits",
         "no_new_privileges",
         "terminal",
+        "console_size",
         "rootfs",
         "host_mode",
         "annotations",
@@ -44,6 +45,7 @@ class ContainerPlan:
         self.rlimits: list[tuple[int, int, int]] = []  # (resource, soft, hard); -1 = unlimited
         self.no_new_privileges = False
         self.terminal = False
+        self.console_size: tuple[int, int] | None = None  # process.consoleSize as (rows, columns)
         self.rootfs = ""  # absolute path, "" when the spec names none
         self.host_mode = False
         self.annotations: dict[str, str] = {}
