@@ -2,7 +2,9 @@
 
 Pure, as runc's getProcess: with `--process FILE` that file's object (what it
 leaves out of capabilities, apparmorProfile, selinuxLabel and rlimits comes
-from the container, as runc's setns init takes them); otherwise the
+from the container, as runc's setns init takes them; runc 1.1.5 sets no
+rlimits at all for a file without them, which lets the caller's limits into
+the container: runproc keeps the container's); otherwise the
 container's own `process`, changed by the flags. The result replaces
 `process` in the container's saved config.json, and the usual spec step
 (runproc.spec.plan_from_config) checks it and plans it.

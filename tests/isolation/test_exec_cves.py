@@ -96,7 +96,8 @@ def test_exec_is_not_dumpable_before_it_forks_or_joins(runproc: Runproc, spec_bu
     result = runproc("exec", "plain", "true", prefix=("strace", "-f", "-qq", "-o", str(trace), "-e",
                                                        "trace=prctl,clone,clone3,fork,vfork,setns,execve"))
     assert result.returncode == 0, result.stderr
-    calls = [line.split(None, 1)[1] for line in trace.read_text().splitlines() if not line.split(None, 1)[1].startswith("+++")]
+    calls = [line.split(None, 1)[1] for line in trace.read_text().splitlines()]
+    calls = [call for call in calls if not call.startswith("+++")]
     dumpable = next(n for n, call in enumerate(calls) if call.startswith("prctl(PR_SET_DUMPABLE, SUID_DUMP_DISABLE"))
     forks = [n for n, call in enumerate(calls) if call.startswith(("clone", "fork", "vfork")) and n > 0]
     joins = [n for n, call in enumerate(calls) if call.startswith("setns(")]

@@ -50,7 +50,8 @@ def containers(probes: Probes, spec_bundle: SpecBundle, tmp_path: Path) -> list[
 def normalised(text: str, pids: dict[str, int], side: Runproc) -> str:
     for cid, pid in pids.items():
         text = re.sub(rf"\b{pid}\b", f"<pid {cid}>", text)
-    text = text.replace(str(side.root), "<root>").replace('"1.0.2-dev"', '"<version>"').replace('"1.0.2"', '"<version>"')
+    text = text.replace(str(side.root), "<root>")
+    text = text.replace('"1.0.2-dev"', '"<version>"').replace('"1.0.2"', '"<version>"')
     if text.startswith("["):  # JSON
         return CREATED.sub("<created>", text)
     # A table: padded to the time's length, so that the columns' layout stays what the runtime made.
