@@ -87,9 +87,15 @@ def fork_inside(entry: ContainerEntry) -> int:
 
 
 def enter(entry: ContainerEntry) -> None:
-    """In the forked child: join the other namespaces (user first), then the init's root; "/" is the cwd."""
+    """In the forked child: join the other namespaces (user first, then root there), then the init's root;
+    "/" is the cwd."""
     namespaces.join_all(entry.plan, entry.joined)
     try:
+        if entry.plan.private("user"):
+            # Root of the container's user namespace (as runc's nsexec): until then our ids are
+            # the host's, unmapped there, and what we make (the pty) would be owned by no one in it.
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
         theirs, ours = os.fstat(entry.root), os.stat("/")
         if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
             os.fchdir(entry.root)

@@ -56,6 +56,8 @@ def start(probes: Probes, spec_bundle: SpecBundle) -> Start:
             bundle = spec_bundle("exec sleep 1000", edit)
             config = json.loads((bundle / "config.json").read_text())
             shutil.copytree(config["root"]["path"], bundle / "rootfs", symlinks=True)
+            for mount_point in ("proc", "sys", "dev", "tmp"):  # root of a user namespace cannot make them
+                (bundle / "rootfs" / mount_point).mkdir(exist_ok=True)
             make_reachable(bundle / "rootfs")
             config["root"]["path"] = str(bundle / "rootfs")
             (bundle / "config.json").write_text(json.dumps(config))
@@ -235,3 +237,23 @@ def test_paused_container(start: Start, freezer: Path) -> None:
     finally:
         runc.side.ok("resume", runc.cid)
         (freezer / "freezer.state").write_text("THAWED")
+
+
+def in_a_user_namespace(config: dict) -> None:
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]})
+
+
+@pytest.mark.parametrize("user", [(), ("-u", "1000:1000")], ids=["root", "user"])
+def test_user_namespace(start: Start, user: tuple[str, ...]) -> None:
+    """exec becomes root of the container's user namespace first: what it makes is owned inside it."""
+    script = "id; cat /proc/self/uid_map; touch /tmp/f; stat -c '%u %g' /tmp/f; grep -E '^Cap(Eff|Bnd)' /proc/self/status"
+    pair = start(in_a_user_namespace)
+    result = same([c.exec("sh", "-c", script, flags=user) for c in pair])
+    assert result.stdout.splitlines()[1].split() == ["0", "100000", "65536"], result.stdout
+    for running in pair:
+        assert running.exec("readlink", "/proc/self/ns/user").stdout.strip() == \
+            os.readlink(f"/proc/{running.pid()}/ns/user")
+

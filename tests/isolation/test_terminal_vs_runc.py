@@ -161,22 +161,34 @@ def test_create_sends_the_master_over_the_console_socket(probes: Probes, spec_bu
                       + b"88:0\r\n0\r\nptmx\r\n"), output  # /dev/console is the pty (136, 0)
 
 
-def test_exec_with_a_terminal(probes: Probes, spec_bundle: SpecBundle, tmp_path: Path) -> None:
+def in_a_user_namespace(config: dict) -> None:
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+
+@pytest.mark.parametrize("user_namespace", [False, True], ids=["host-ids", "user-namespace"])
+def test_exec_with_a_terminal(probes: Probes, spec_bundle: SpecBundle, tmp_path: Path, user_namespace: bool) -> None:
     """exec -t -d --console-socket (what containerd does) and exec -t in the foreground, into a
-    container whose init has no terminal."""
+    container whose init has no terminal; as another user, in a user namespace too (the pty is
+    made, and given to that user, from inside it)."""
     detached, foreground = [], []
+    user = ["-u", "1000:1000"] if user_namespace else []
     for probe in probes:
         side, cid = probe.side, f"exec-tty-{probe.side.name}"
-        bundle = spec_bundle("exec sleep 1000")
+        bundle = spec_bundle("exec sleep 1000", in_a_user_namespace if user_namespace else None)
         config = json.loads((bundle / "config.json").read_text())
         config["process"]["consoleSize"] = {"height": 25, "width": 80}  # exec's process is the config's
         shutil.copytree(config["root"]["path"], bundle / "rootfs", symlinks=True)
+        for mount_point in ("proc", "sys", "dev"):  # root of a user namespace cannot make them
+            (bundle / "rootfs" / mount_point).mkdir(exist_ok=True)
+        make_reachable(bundle / "rootfs")
         config["root"]["path"] = str(bundle / "rootfs")
         (bundle / "config.json").write_text(json.dumps(config))
         side.ok("run", "--detach", "--bundle", str(bundle), cid)
-        detached.append(console_session(side, tmp_path, ["exec", "--tty", "--detach", cid, "sh", "-c", PROGRAM],
-                                        lambda: None))
-        foreground.append(on_a_pty(side.argv("exec", "-t", cid, "sh", "-c", PROGRAM), b"hello\n", 20, 60))
+        detached.append(console_session(side, tmp_path, ["exec", "--tty", "--detach", *user, cid, "sh", "-c",
+                                                         PROGRAM], lambda: None))
+        foreground.append(on_a_pty(side.argv("exec", "-t", *user, cid, "sh", "-c", PROGRAM), b"hello\n", 20, 60))
     assert detached[1] == detached[0]
     assert detached[1] == (b"/dev/ptmx", b"hello\r\ngot:hello\r\n/dev/pts/0\r\n25 80\r\n" + b"/dev/pts/0\r\n" * 3)
     assert foreground[1] == foreground[0]
