@@ -7,10 +7,12 @@ What the exec'd process sees, its exit code and the errors are compared.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -214,9 +216,17 @@ def freezer() -> Iterator[Path]:
     group.mkdir()
     yield group
     (group / "freezer.state").write_text("THAWED")
-    for pid in (group / "cgroup.procs").read_text().split():
-        (base / "cgroup.procs").write_text(pid)
-    group.rmdir()
+    deadline = time.monotonic() + 10  # a hang guard: a process may still be leaving it
+    while True:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                (base / "cgroup.procs").write_text(pid)
+        try:
+            group.rmdir()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"cannot remove {group}"
+            time.sleep(0.05)
 
 
 def test_paused_container(start: Start, freezer: Path) -> None:
