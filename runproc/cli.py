@@ -40,15 +40,24 @@ _CREATE_OPTIONS: Options = {
 
 
 class CommandSpec:
-    """What one subcommand accepts: its flags and its positional arguments."""
+    """What one subcommand accepts: its flags and its positional arguments.
 
-    __slots__ = ("options", "positionals", "required", "summary")
+    `rest`: the name under which every argument after the last positional is kept,
+    as given (exec's command line, ps's options for ps(1)); a `--` right before
+    them only ends the flags. `repeated`: flags that may be given several times
+    (their values are kept as a list).
+    """
 
-    def __init__(self, summary: str, options: Options, positionals: tuple[str, ...], required: int) -> None:
+    __slots__ = ("options", "positionals", "required", "summary", "rest", "repeated")
+
+    def __init__(self, summary: str, options: Options, positionals: tuple[str, ...], required: int,
+                 rest: str = "", repeated: frozenset[str] = frozenset()) -> None:
         self.summary = summary
         self.options = options
         self.positionals = positionals
         self.required = required
+        self.rest = rest
+        self.repeated = repeated
 
 
 COMMANDS: dict[str, CommandSpec] = {
@@ -68,10 +77,43 @@ COMMANDS: dict[str, CommandSpec] = {
         1,
     ),
     "ps": CommandSpec(
-        "list the container's processes (host pids)",
+        "list the container's processes (ps -ef, or ps with the options after the id)",
         {"--format": ("format", True), "-f": ("format", True)},
         ("id",),
         1,
+        rest="ps_args",
+    ),
+    "list": CommandSpec(
+        "list the containers",
+        {"--format": ("format", True), "-f": ("format", True), "--quiet": ("quiet", False), "-q": ("quiet", False)},
+        (),
+        0,
+    ),
+    "exec": CommandSpec(
+        "run a new process in a running container",
+        {
+            "--process": ("process", True), "-p": ("process", True),
+            "--tty": ("tty", False), "-t": ("tty", False),
+            "--console-socket": ("console_socket", True),
+            "--cwd": ("cwd", True),
+            "--env": ("env", True), "-e": ("env", True),
+            "--user": ("user", True), "-u": ("user", True),
+            "--additional-gids": ("additional_gids", True), "-g": ("additional_gids", True),
+            "--cap": ("cap", True), "-c": ("cap", True),
+            "--no-new-privs": ("no_new_privs", False),
+            "--apparmor": ("apparmor", True),
+            "--process-label": ("process_label", True),
+            "--detach": ("detach", False), "-d": ("detach", False),
+            "--pid-file": ("pid_file", True),
+            "--preserve-fds": ("preserve_fds", True),
+            "--ignore-paused": ("ignore_paused", False),
+            "--cgroup": ("cgroup", True),
+            "--pidfd-socket": ("pidfd_socket", True),
+        },
+        ("id",),
+        1,
+        rest="args",
+        repeated=frozenset({"env", "additional_gids", "cap", "cgroup"}),
     ),
     "features": CommandSpec("print what this runtime supports, as JSON", {}, (), 0),
     "spec": CommandSpec(
@@ -121,7 +163,7 @@ class ParsedArgs:
     def __init__(self) -> None:
         self.globals: dict[str, str | bool] = {}
         self.command: str = ""
-        self.values: dict[str, str | bool] = {}
+        self.values: dict[str, str | bool | list[str]] = {}
 
 
 class HelpRequested(Exception):
@@ -132,7 +174,7 @@ _TRUE = {"true", "1", "t", "yes"}
 _FALSE = {"false", "0", "f", "no"}
 
 
-def _take_option(options: Options, argv: list[str], i: int, into: dict[str, str | bool]) -> int:
+def _take_option(options: Options, argv: list[str], i: int, into: dict, repeated: frozenset[str] = frozenset()) -> int:
     """Parse the option at argv[i] into `into`; return the index after it.
 
     Accepts `--flag value`, `--flag=value` and, like runc's CLI library, a single
@@ -148,12 +190,16 @@ def _take_option(options: Options, argv: list[str], i: int, into: dict[str, str 
     dest, takes_value = spec
     if takes_value:
         if eq:
-            into[dest] = inline
-            return i + 1
-        if i + 1 >= len(argv):
+            value, after = inline, i + 1
+        elif i + 1 >= len(argv):
             raise RunprocError(f"flag needs an argument: {name}")
-        into[dest] = argv[i + 1]
-        return i + 2
+        else:
+            value, after = argv[i + 1], i + 2
+        if dest in repeated:
+            into.setdefault(dest, []).append(value)
+        else:
+            into[dest] = value
+        return after
     if eq:
         lowered = inline.lower()
         if lowered not in _TRUE and lowered not in _FALSE:
@@ -189,8 +235,13 @@ def parse_args(argv: list[str]) -> ParsedArgs:
     i += 1
     only_positionals = False
     # Flags may come before, between or after the positional arguments.
+    rest: list[str] | None = None
     while i < len(argv):
         token = argv[i]
+        if spec.rest and len(positionals) == len(spec.positionals):
+            # exec's command line, ps's options: everything after the id, as given.
+            rest = argv[i + 1:] if token == "--" and not only_positionals else argv[i:]
+            break
         if only_positionals or not token.startswith("-") or token == "-":
             positionals.append(token)
             i += 1
@@ -200,7 +251,7 @@ def parse_args(argv: list[str]) -> ParsedArgs:
         elif token in ("-h", "--help"):
             raise HelpRequested(command_usage(command))
         else:
-            i = _take_option(spec.options, argv, i, parsed.values)
+            i = _take_option(spec.options, argv, i, parsed.values, spec.repeated)
     if len(positionals) < spec.required or len(positionals) > len(spec.positionals):
         raise RunprocError(f"{command!r} takes arguments {_arguments_text(spec)}, got {len(positionals)}")
     for name, value in zip(spec.positionals, positionals):
@@ -208,10 +259,12 @@ def parse_args(argv: list[str]) -> ParsedArgs:
             _set_bundle(parsed.values, value)
         else:
             parsed.values[name] = value
+    if spec.rest:
+        parsed.values[spec.rest] = rest or []
     return parsed
 
 
-def _set_bundle(values: dict[str, str | bool], positional: str) -> None:
+def _set_bundle(values: dict[str, str | bool | list[str]], positional: str) -> None:
     """The bundle may be `--bundle B` or a positional after the id, not two different ones."""
     flagged = values.get("bundle")
     if flagged is not None and flagged != positional:
@@ -248,7 +301,7 @@ class Context:
 
     __slots__ = ("root", "log", "values")
 
-    def __init__(self, root: str, log: LogSettings, values: dict[str, str | bool]) -> None:
+    def __init__(self, root: str, log: LogSettings, values: dict[str, str | bool | list[str]]) -> None:
         self.root = root
         self.log = log
         self.values = values

@@ -12,6 +12,7 @@ import os
 import stat
 import time
 
+from runproc import terminal
 from runproc.errors import RunprocError
 from runproc.fsutil import os_error_text, write_file_atomic
 from runproc.init import HOOKS_DONE, HOOKS_REQUEST, InitChannels, InitOptions, container_init
@@ -20,7 +21,7 @@ from runproc.linux import security
 from runproc.linux.namespaces import check_kernel_support, open_joined
 from runproc.linux.namespaces import close_all as close_namespaces
 from runproc.linux.spawn import spawn_init
-from runproc.spec import ContainerPlan, load_plan
+from runproc.spec import ContainerPlan, plan_from_config, read_config
 from runproc.spec.rootfs import check_no_pivot
 from runproc.state import (
     EXEC_FIFO,
@@ -71,30 +72,69 @@ def parse_preserve_fds(raw: str | bool | None) -> int:
     return int(raw)
 
 
-def load_plan_for(values: dict[str, str | bool]) -> ContainerPlan:
-    """The plan for create/run: bundle from --bundle or the positional, host mode from RUNPROC_HOST."""
+class Spec:
+    """The checked config.json, its plan, and whether RUNPROC_HOST asked for host mode (exec needs all three)."""
+
+    __slots__ = ("config", "plan", "host_env")
+
+    def __init__(self, config: dict, plan: ContainerPlan, host_env: bool) -> None:
+        self.config = config
+        self.plan = plan
+        self.host_env = host_env
+
+
+def load_spec_for(values: dict) -> Spec:
+    """The spec for create/run: bundle from --bundle or the positional, host mode from RUNPROC_HOST."""
     bundle = resolve_bundle(values.get("bundle"))
     host_env = os.environ.get("RUNPROC_HOST") == "1"
-    return load_plan(bundle, host_env, os.geteuid())
+    config = read_config(bundle)
+    return Spec(config, plan_from_config(config, bundle, host_env, os.geteuid()), host_env)
 
 
-def create_from_values(store: StateStore, values: dict[str, str | bool], log: LogSettings | None = None) \
-        -> ContainerRecord:
-    """create (and run) from their command-line values: check everything, then create."""
+def create_from_values(store: StateStore, values: dict, log: LogSettings | None = None,
+                       detach: bool = True) -> tuple[ContainerRecord, terminal.HostTerminal | None]:
+    """create (and run) from their command-line values: check everything, then create.
+
+    With a terminal, the init sends the master over --console-socket; a foreground
+    `run` without one gets it itself: then the HostTerminal to receive it is returned.
+    """
     container_id = str(values["id"])
     validate_id(container_id)
     pid_file = check_pid_file(values.get("pid_file"))
     options = InitOptions(parse_preserve_fds(values.get("preserve_fds")), bool(values.get("no_pivot")), container_id)
-    return create_container(store, container_id, load_plan_for(values), pid_file, options, log)
+    spec = load_spec_for(values)
+    socket_path = values.get("console_socket")
+    socket_path = socket_path if isinstance(socket_path, str) and socket_path else None
+    terminal.check_flags(spec.plan.terminal, detach, socket_path)
+    host_terminal = None
+    if socket_path is not None:
+        console = terminal.connect(socket_path)
+    elif spec.plan.terminal:
+        host_terminal = terminal.HostTerminal()
+        console = host_terminal.theirs
+    else:
+        return create_container(store, container_id, spec, pid_file, options, log), None
+    try:
+        return create_container(store, container_id, spec, pid_file, options, log, console), host_terminal
+    except BaseException:
+        if host_terminal is not None:
+            host_terminal.close()
+        raise
+    finally:
+        if host_terminal is None:
+            os.close(console)
+        else:
+            host_terminal.close_theirs()
 
 
 def create_container(
     store: StateStore,
     container_id: str,
-    plan: ContainerPlan,
+    spec: Spec,
     pid_file: str | None,
     options: InitOptions,
     log: LogSettings | None = None,
+    console: int | None = None,
 ) -> ContainerRecord:
     """Fork the init, wait until it is ready and blocked before exec, record it.
 
@@ -103,10 +143,9 @@ def create_container(
     dies half-way, even by SIGKILL, the init exits instead of waiting forever.
     A failure once the init exists runs the poststop hooks, as runc's does.
     """
+    plan = spec.plan
     if plan.hooks is not None:
         import runproc.hooks  # noqa: F401 - the init runs hooks where it can no longer import
-    if plan.terminal:
-        raise RunprocError("process.terminal is true, but terminals are not supported yet")
     joined = prepare_isolation(plan, options)
     try:
         lock = store.reserve(container_id)
@@ -116,7 +155,9 @@ def create_container(
     with lock:  # cleaning up under the lock: no other create can take the id meanwhile
         init = None
         try:
-            init = InitProcess(plan, lock, options, joined, (lock.fd, *store.own_fds()))
+            store.save_spec(lock, spec.config, spec.host_env)  # before the record: exec relies on it
+            init = InitProcess(plan, lock, options, joined, (lock.fd, *store.own_fds()),
+                               console if plan.terminal else None)
             init.wait_ready(_runtime_hooks(plan, container_id, init.pid))
             record = ContainerRecord(container_id, lock.directory, lock.fd)
             record.pid = init.pid
@@ -128,7 +169,7 @@ def create_container(
             record.hooks = plan.hooks.to_json() if plan.hooks is not None else {}
             store.save(lock, record)
             if pid_file:
-                _write_pid_file(pid_file, init.pid)
+                write_pid_file(pid_file, init.pid)
             init.go_ahead()
             return record
         except BaseException:
@@ -181,7 +222,7 @@ def prepare_isolation(plan: ContainerPlan, options: InitOptions) -> dict[str, in
     return open_joined(plan.namespaces)
 
 
-def _write_pid_file(path: str, pid: int) -> None:
+def write_pid_file(path: str, pid: int) -> None:
     try:
         dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -197,20 +238,24 @@ class InitProcess:
     """The forked container init, seen from create: its pid and the two pipes to it."""
 
     def __init__(self, plan: ContainerPlan, lock: LockedContainer, options: InitOptions,
-                 joined: dict[str, int], own_fds: tuple[int, ...]) -> None:
+                 joined: dict[str, int], own_fds: tuple[int, ...], console: int | None) -> None:
         """`own_fds`: the state store's, which the child closes: they may sit among --preserve-fds
-        (runproc opened them in the caller's gaps), and the lock's would keep the container locked."""
+        (runproc opened them in the caller's gaps), and the lock's would keep the container locked.
+        `console`: the terminal's master side to send over --console-socket, or None."""
         # The init's end of the exec fifo: opened here, by create, so that the init
         # never needs a path or a directory fd of the host to reach it (a fifo fd
         # is no way out of the container: one cannot chdir or open beneath it).
         fifo = os.open(EXEC_FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=lock.fd)
-        fds = [fifo, *os.pipe(), *os.pipe()]
+        extra: dict[str, int] = {}  # the init's optional fds, by what they are
         if plan.hooks_of("startContainer"):
             from runproc.hooks import START_ERRORS
 
             # Where the init says why a startContainer hook failed; start reads it.
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fds.append(os.open(START_ERRORS, flags, 0o600, dir_fd=lock.fd))
+            extra["start_errors"] = os.open(START_ERRORS, flags, 0o600, dir_fd=lock.fd)
+        if console is not None:
+            extra["console"] = os.dup(console)
+        fds = [fifo, *os.pipe(), *os.pipe(), *extra.values()]
         # Keep our own fds above any the caller asked to pass through (--preserve-fds).
         preserve_fds = options.preserve_fds
         low = 3 + preserve_fds
@@ -225,14 +270,16 @@ class InitProcess:
         finally:
             for fd in fds:
                 os.close(fd)
-        fifo, report_r, report_w, go_r, go_w, *start_errors = moved
-        errors_fd = start_errors[0] if start_errors else -1
+        fifo, report_r, report_w, go_r, go_w = moved[:5]
+        given = dict(zip(extra, moved[5:]))
+        errors_fd, init_console = given.get("start_errors", -1), given.get("console")
 
         def run_init() -> NoReturn:  # in the child: never returns into create's code
             try:
                 for fd in own_fds:
                     os.close(fd)
-                container_init(plan, InitChannels(report_w, go_r, fifo, joined, errors_fd), options)
+                channels = InitChannels(report_w, go_r, fifo, joined, errors_fd, init_console)
+                container_init(plan, channels, options)
             finally:
                 os._exit(1)
 
@@ -242,7 +289,7 @@ class InitProcess:
             for fd in moved:
                 os.close(fd)
             raise
-        for fd in (fifo, report_w, go_r, *start_errors):
+        for fd in (fifo, report_w, go_r, *moved[5:]):
             os.close(fd)
         close_namespaces(joined)
         self.report_r: int | None = report_r

@@ -10,7 +10,8 @@ then fails and leaves nothing behind):
   4. process attributes that need root (oom_score_adj, personality, ...);
   5. the root filesystem: mounts, devices, [hooks: create runs prestart and
      createRuntime while the init waits, then the init runs createContainer],
-     pivot_root (chroot without a mount namespace), hostname, read-only root,
+     pivot_root (chroot without a mount namespace), the terminal
+     (process.terminal), hostname, read-only root,
      sysctl, read-only and masked paths;
   6. cwd, umask, HOME, and the executable looked up as the container's user;
   7. rlimits (late: small ones must not starve the init's own work);
@@ -24,6 +25,9 @@ runs those hooks and answers HOOKS_DONE on the go pipe (or kills the init).
 
 After the report it imports nothing and opens nothing: create, and with it the
 frozen binary's unpacked files, may be gone by then, and the root has moved.
+
+The steps that an exec'd process shares with the init (runproc.setns_init) are
+the public functions here.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import stat
 
 from runproc.fsutil import os_error_text
 from runproc.kernel import boot_lock_fd, close_fds_except
+from runproc import terminal
 from runproc.linux import namespaces, rootfs, security, syscalls
 from runproc.spec import ContainerPlan
 from runproc.spec.process import RLIMITS
@@ -58,16 +63,19 @@ class InitError(Exception):
 
 class InitChannels:
     """What create hands the init: report (to create), go (from create), exec fifo (from start),
-    the fds of the namespaces it joins, and where a startContainer hook's failure goes."""
+    the fds of the namespaces it joins, where a startContainer hook's failure goes, and the
+    connected console socket (process.terminal)."""
 
-    __slots__ = ("report", "go", "exec_fifo", "joined", "start_errors")
+    __slots__ = ("report", "go", "exec_fifo", "joined", "start_errors", "console")
 
-    def __init__(self, report: int, go: int, exec_fifo: int, joined: dict[str, int], start_errors: int = -1) -> None:
+    def __init__(self, report: int, go: int, exec_fifo: int, joined: dict[str, int], start_errors: int = -1,
+                 console: int | None = None) -> None:
         self.report = report
         self.go = go
         self.exec_fifo = exec_fifo  # the fifo's read end, opened by create
         self.joined = joined
         self.start_errors = start_errors  # hooks.START_ERRORS, opened by create (-1: no startContainer hooks)
+        self.console = console
 
 
 class InitOptions:
@@ -89,7 +97,7 @@ class Launch:
     def __init__(self, executable: str, plan: ContainerPlan, exec_fifo: int) -> None:
         self.executable = executable
         self.args = plan.args
-        self.env = _env_dict(plan.env)
+        self.env = env_dict(plan.env)
         # epoll, not poll: poll(2) fails with EINVAL under an RLIMIT_NOFILE of 0.
         self.start_poller = select.epoll(1)
         self.start_poller.register(exec_fifo, select.EPOLLIN)
@@ -118,23 +126,26 @@ def container_init(plan: ContainerPlan, channels: InitChannels, options: InitOpt
 
 def _prepare(plan: ContainerPlan, channels: InitChannels, options: InitOptions, euid: int) -> Launch:
     """Steps 1 to 8 of the module docstring; each failure is reported to create."""
-    _own_session_and_signals()
-    _keep_only_our_fds(channels, options.preserve_fds)
+    os.setsid()  # the container gets its own session: `kill --all` finds its processes by it
+    reset_signals()
+    keep = {channels.report, channels.go, channels.exec_fifo, *channels.joined.values()}
+    if channels.console is not None:
+        keep.add(channels.console)
+    if channels.start_errors >= 0:
+        keep.add(channels.start_errors)
+    keep_only_fds(keep, options.preserve_fds)
     if plan.namespaces is not None:
         namespaces.enter(plan.namespaces, channels.joined)
     namespaces.close_all(channels.joined)
     if plan.security is not None:
         security.apply_early(plan.security)
     _enter_root(plan, channels, options, euid)
-    _enter_cwd(plan, euid)
+    enter_cwd(plan, euid, create=True)
     os.umask(plan.umask)
-    if not plan.has_env("HOME"):
-        # As runc: HOME from the container's /etc/passwd, else "/".
-        plan.env = [*plan.env, f"HOME={home_directory(plan.uid if euid == 0 else euid)}"]
-    groups = _supplementary_groups(plan)
-    launch = Launch(_find_executable_as_user(plan, euid, groups), plan, channels.exec_fifo)
-    _apply_rlimits(plan, euid)
-    _become_the_user(plan, euid, groups)
+    set_home(plan, euid)
+    launch = Launch(find_executable_as_user(plan, euid), plan, channels.exec_fifo)
+    apply_rlimits(plan, euid)
+    become_the_user(plan, euid)
     # While it waits, no process of the container (or one sharing its pid namespace)
     # may ptrace it or open its /proc files (exe, fds, memory): as runc's init. (Set
     # last: the setup above reads its own /proc/self, which this would make root's.)
@@ -142,26 +153,25 @@ def _prepare(plan: ContainerPlan, channels: InitChannels, options: InitOptions, 
     return launch
 
 
-def _own_session_and_signals() -> None:
-    os.setsid()  # the container gets its own session: `kill --all` finds its processes by it
+def reset_signals() -> None:
+    """Default handling for what Python changed (ignored signals survive exec), nothing blocked."""
     # Python ignores SIGPIPE and SIGXFSZ and traps SIGINT; ignored signals survive exec.
     for signum in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT, _signal.SIGTERM):
         _signal.signal(signum, _signal.SIG_DFL)
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
 
-def _keep_only_our_fds(channels: InitChannels, preserve_fds: int) -> None:
-    """Close every fd but stdio, --preserve-fds, our channels, joined namespaces and the bootloader's lock.
+def keep_only_fds(channels: set[int], preserve_fds: int) -> None:
+    """Close every fd but stdio, --preserve-fds, our `channels` (joined namespaces too) and the bootloader's lock.
 
     The caller's other fds (a directory of the host, say) must not be open
     while we enter the container and wait: /proc/self/fd/N would lead out
     through them. The bootloader's lock (kernel.BOOT_LOCK_ENV) is a regular
-    file of its cache, close-on-exec; the cwd check in _enter_cwd keeps even
+    file of its cache, close-on-exec; the cwd check in enter_cwd keeps even
     a directory from being used as a way out.
     """
     preserved = range(3, 3 + preserve_fds)
-    keep = {0, 1, 2, channels.report, channels.go, channels.exec_fifo, *channels.joined.values(), *preserved,
-            channels.start_errors}
+    keep = {0, 1, 2, *channels, *preserved}
     boot_lock = boot_lock_fd()
     if boot_lock is not None:
         keep.add(boot_lock)
@@ -178,7 +188,8 @@ def _keep_only_our_fds(channels: InitChannels, preserve_fds: int) -> None:
 def _enter_root(plan: ContainerPlan, channels: InitChannels, options: InitOptions, euid: int) -> None:
     """Into the container's root: its own file system tree (a mount namespace), or a chroot.
 
-    The create-time hooks run once the mounts exist, before the root changes.
+    The create-time hooks run once the mounts exist, before the root changes; the
+    terminal is made in the new root, before its final touches (runc's order).
     """
     setup = plan.rootfs_setup
     hooks = None if plan.hooks is None else lambda: _create_hooks(plan, channels, options)
@@ -186,6 +197,8 @@ def _enter_root(plan: ContainerPlan, channels: InitChannels, options: InitOption
         user_namespace = plan.namespaces is not None and plan.namespaces.private("user")
         rootfs.setup_rootfs(setup, plan.rootfs, user_namespace=user_namespace, no_pivot=options.no_pivot,
                             before_pivot=hooks)
+        if channels.console is not None:
+            make_terminal(plan, channels.console, euid, mount_console=True)
         rootfs.finalize_rootfs(setup)
     else:
         if hooks is not None:
@@ -196,6 +209,8 @@ def _enter_root(plan: ContainerPlan, channels: InitChannels, options: InitOption
                 os.chdir("/")
             except OSError as err:
                 raise InitError(f"chroot {plan.rootfs}: {os_error_text(err)}") from None
+        if channels.console is not None:
+            make_terminal(plan, channels.console, euid, mount_console=False)  # no mount namespace of its own
     if plan.namespaces is not None:
         namespaces.set_names(plan.namespaces)
         namespaces.write_sysctls(plan.namespaces)
@@ -230,9 +245,18 @@ def _create_hooks(plan: ContainerPlan, channels: InitChannels, options: InitOpti
         runner.run_hooks("createContainer", hooks, state, runner.env_dict(plan.env), None)
 
 
-def _enter_cwd(plan: ContainerPlan, euid: int) -> None:
+def make_terminal(plan: ContainerPlan, console: int, euid: int, mount_console: bool) -> None:
+    """The pty from the container's /dev/ptmx, its master sent over `console` (see runproc.terminal)."""
+    try:
+        terminal.setup_console(console, plan.console_size, plan.uid if euid == 0 else euid, mount_console)
+    except OSError as err:
+        raise InitError(f"setting up the terminal: {os_error_text(err)}") from None
+
+
+def enter_cwd(plan: ContainerPlan, euid: int, create: bool) -> None:
+    """chdir to process.cwd; the init (`create`) makes it first if missing, as runc does."""
     contained = plan.contained
-    if contained:
+    if contained and create:
         _make_cwd(plan.cwd)
     try:
         os.chdir(plan.cwd)
@@ -261,7 +285,7 @@ def _make_cwd(cwd: str) -> None:
                 pass  # there already, or the chdir that follows says what is wrong
 
 
-def _supplementary_groups(plan: ContainerPlan) -> list[int] | None:
+def supplementary_groups(plan: ContainerPlan) -> list[int] | None:
     """The groups to set, or None where the kernel forbids setgroups: in a user namespace
     whose setgroups is "deny" (a rootless one). runc leaves them alone there too."""
     try:
@@ -278,11 +302,17 @@ def _set_groups(groups: list[int] | None) -> None:
         os.setgroups(groups)
 
 
-def _find_executable_as_user(plan: ContainerPlan, euid: int, groups: list[int] | None) -> str:
+def set_home(plan: ContainerPlan, euid: int) -> None:
+    if not plan.has_env("HOME"):
+        # As runc: HOME from the container's /etc/passwd, else "/".
+        plan.env = [*plan.env, f"HOME={home_directory(plan.uid if euid == 0 else euid)}"]
+
+
+def find_executable_as_user(plan: ContainerPlan, euid: int) -> str:
     """Look the program up with the container user's permissions, as runc does after switching."""
     switch_user = euid == 0 and (plan.uid or plan.gid)
     if switch_user:
-        _set_groups(groups)
+        _set_groups(supplementary_groups(plan))
         os.setegid(plan.gid)
         os.seteuid(plan.uid)
     try:
@@ -318,7 +348,7 @@ def _check_executable(path: str, name: str) -> None:
         raise InitError(f'exec: "{name}": permission denied')
 
 
-def _apply_rlimits(plan: ContainerPlan, euid: int) -> None:
+def apply_rlimits(plan: ContainerPlan, euid: int) -> None:
     if euid != 0:
         return
     for kind, soft, hard in plan.rlimits:
@@ -328,7 +358,7 @@ def _apply_rlimits(plan: ContainerPlan, euid: int) -> None:
             raise InitError(f"setrlimit {RLIMIT_NAMES.get(kind, kind)}: {err}") from None
 
 
-def _become_the_user(plan: ContainerPlan, euid: int, groups: list[int] | None) -> None:
+def become_the_user(plan: ContainerPlan, euid: int) -> None:
     """The user switch, with the security plan's steps around it (runc's finalizeNamespace).
 
     Done before the report, as runc does, so that a refusal fails create, not
@@ -338,7 +368,7 @@ def _become_the_user(plan: ContainerPlan, euid: int, groups: list[int] | None) -
     if sec is not None:
         security.before_user_switch(sec, plan.no_new_privileges)
     if euid == 0:
-        _set_groups(groups)
+        _set_groups(supplementary_groups(plan))
         os.setgid(plan.gid)
         os.setuid(plan.uid)
     if sec is not None:
@@ -385,12 +415,9 @@ def _wait_for_start(exec_fifo: int, launch: Launch) -> None:
 
 def _exec(plan: ContainerPlan, launch: Launch, channels: InitChannels, options: InitOptions) -> NoReturn:
     try:
-        sec = plan.security
-        if sec is not None and sec.seccomp_program is not None and plan.no_new_privileges:
-            security.load_seccomp(sec)  # last: the filter need not allow the init's own steps
-        if plan.hooks_of("startContainer"):
-            _start_hooks(plan, launch, channels, options)  # after the filter, as runc
-        os.execve(launch.executable, launch.args, launch.env)
+        start_hooks = (lambda: _start_hooks(plan, launch, channels, options)) if plan.hooks_of("startContainer") \
+            else None
+        exec_program(plan, launch.executable, launch.env, before_exec=start_hooks)
     except Exception as err:  # noqa: BLE001 - past start, the container's stderr is all we have
         text = os_error_text(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
         os.write(2, f"runproc init: exec {plan.args[0]}: {text}\n".encode(errors="replace"))
@@ -413,7 +440,20 @@ def _start_hooks(plan: ContainerPlan, launch: Launch, channels: InitChannels, op
             os._exit(1)
 
 
-def _env_dict(env: list[str]) -> dict[str, str]:
+def exec_program(plan: ContainerPlan, executable: str, env: dict[str, str],
+                 before_exec: Callable[[], None] | None = None) -> NoReturn:
+    """The last step: with no_new_privs the seccomp filter goes in now (it need not allow our own
+    steps), then `before_exec` (the startContainer hooks, after the filter as runc), then execve.
+    Raises what execve raises."""
+    sec = plan.security
+    if sec is not None and sec.seccomp_program is not None and plan.no_new_privileges:
+        security.load_seccomp(sec)
+    if before_exec is not None:
+        before_exec()
+    os.execve(executable, plan.args, env)
+
+
+def env_dict(env: list[str]) -> dict[str, str]:
     result = {}
     for entry in env:
         key, _, value = entry.partition("=")

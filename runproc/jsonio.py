@@ -61,20 +61,20 @@ def loads(data: bytes | str) -> object:
     return value
 
 
-def dumps(value: object, indent: int | str | None = None) -> str:
+def dumps(value: object, indent: int | str | None = None, compact: bool = False) -> str:
     """Serialise dicts, lists, strings, numbers, booleans and None (ASCII-escaped, like json.dumps).
 
     With `indent` (a number of spaces, or a string such as a tab), the layout of
-    json.dumps(value, indent=indent).
+    json.dumps(value, indent=indent); `compact`: no spaces after , and : (Go's json.Marshal).
     """
     if isinstance(indent, int):
         indent = " " * indent
     chunks: list[str] = []
-    _write(value, chunks, indent, 0)
+    _write(value, chunks, indent, 0, compact)
     return "".join(chunks)
 
 
-def _write(value: object, out: list[str], indent: str | None, level: int) -> None:
+def _write(value: object, out: list[str], indent: str | None, level: int, compact: bool = False) -> None:
     if isinstance(value, str):
         out.append(_encode_string(value))
     elif value is True:
@@ -94,24 +94,26 @@ def _write(value: object, out: list[str], indent: str | None, level: int) -> Non
         else:
             out.append(repr(value))
     elif isinstance(value, dict):
-        _write_container([(_encode_string(str(k)) + ": ", v) for k, v in value.items()], "{", "}", out, indent, level)
+        colon = ":" if compact else ": "
+        _write_container([(_encode_string(str(k)) + colon, v) for k, v in value.items()], "{", "}", out, indent,
+                         level, compact)
     elif isinstance(value, (list, tuple)):
-        _write_container([("", v) for v in value], "[", "]", out, indent, level)
+        _write_container([("", v) for v in value], "[", "]", out, indent, level, compact)
     else:
         raise TypeError(f"cannot serialise {type(value).__name__} as JSON")
 
 
 def _write_container(items: list[tuple[str, object]], opening: str, closing: str, out: list[str],
-                     indent: str | None, level: int) -> None:
+                     indent: str | None, level: int, compact: bool) -> None:
     if not items:
         out.append(opening + closing)
         return
     inner = "\n" + indent * (level + 1) if indent is not None else ""
-    separator = "," + inner if indent is not None else ", "
+    separator = "," + inner if indent is not None else ("," if compact else ", ")
     out.append(opening + inner)
     for n, (prefix, item) in enumerate(items):
         if n:
             out.append(separator)
         out.append(prefix)
-        _write(item, out, indent, level + 1)
+        _write(item, out, indent, level + 1, compact)
     out.append(("\n" + indent * level if indent is not None else "") + closing)

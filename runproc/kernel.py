@@ -175,3 +175,47 @@ def close_fds_except(keep: set[int]) -> None:
                 os.close(fd)
             except OSError:
                 pass  # the fd listdir itself used, closed already
+
+
+def fd_above(fd: int, low: int) -> int:
+    """`fd` moved to a number >= `low` (close-on-exec), the old one closed: out of --preserve-fds' range."""
+    import fcntl
+
+    if fd >= low:
+        return fd
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
+    finally:
+        os.close(fd)
+
+
+def cgroup_frozen(pid: int) -> bool:
+    """Is the process in a frozen cgroup (v1 freezer FROZEN/FREEZING, or v2 cgroup.freeze 1)?
+
+    Only a cgroup of its own can be frozen (the root cgroups cannot): a process
+    left in create's cgroup is frozen only if someone froze that one.
+    """
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as stream:
+            lines = stream.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if "freezer" in controllers.split(","):
+            state = _read_small(f"/sys/fs/cgroup/freezer{path}/freezer.state")
+            if state in ("FROZEN", "FREEZING"):
+                return True
+        elif controllers == "" and path:
+            for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+                if _read_small(f"{base}{path}/cgroup.freeze") == "1":
+                    return True
+    return False
+
+
+def _read_small(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as stream:
+            return stream.read(64).strip()
+    except OSError:
+        return ""

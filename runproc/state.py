@@ -4,6 +4,8 @@ Layout of <root>/<id>/ (mode 0700, owned by the caller):
   state.json  the record create wrote (whole or not at all: see write_file_atomic)
   exec.fifo   present from create until start; its absence is the durable
               "started" fact (start unlinks it before it lets the init go)
+  spec.json   the config.json create checked (and whether it ran in host mode):
+              exec plans its process from it (save_spec, load_spec)
 Every command that reads or changes a container holds an exclusive flock on
 its directory, so concurrent commands on one container run one after another.
 Everything is opened relative to the root's fd (stateroot.py), without
@@ -26,11 +28,13 @@ from runproc import OCI_VERSION, jsonio
 from runproc.errors import ContainerNotFound, RunprocError
 from runproc.fsutil import open_dir_nofollow, os_error_text, remove_flat_dir, write_file_atomic
 from runproc.kernel import process_alive
-from runproc.stateroot import check_private, open_root, staging_name, sweep_stale
+from runproc.stateroot import STAGING_PREFIX, check_private, open_root, staging_name, sweep_stale
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
+SPEC_FILE = "spec.json"
 MAX_RECORD = 1 << 20  # a record is a few hundred bytes plus annotations
+MAX_SPEC = 16 << 20  # config.json is at most 4 MiB (runproc.spec.MAX_CONFIG); JSON escapes may grow it
 
 # What runc accepts: [A-Za-z0-9_+,-.] (its regexp's `+-\.` is a range that takes in the comma).
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+,-.")
@@ -158,6 +162,12 @@ class StateStore:
         """The store's open fds (the root's), for a forked child to close."""
         return () if self._fd is None else (self._fd,)
 
+    def close(self) -> None:
+        """Close the root's fd (exec, before it forks into a container)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def _path(self, name: str) -> str:
         return os.path.join(self.root, name)
 
@@ -257,23 +267,45 @@ class StateStore:
             os.close(fd)
         raise ContainerNotFound()  # it keeps being replaced: as good as not there
 
+    def peek(self, container_id: str) -> LockedContainer | None:
+        """Open a container's directory without locking it, for `list` (None if it is gone).
+
+        Records are written whole (write_file_atomic), so reading one unlocked
+        sees a whole record or none. The directory is checked as lock() checks it.
+        """
+        root = self._root_fd(create=False)
+        if root is None:
+            return None
+        path = self._path(container_id)
+        try:
+            fd = open_dir_nofollow(container_id, root)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise RunprocError(f"container directory {path} is not a directory: refused") from None
+            raise RunprocError(f"cannot open {path}: {os_error_text(err)}") from None
+        try:
+            check_private(os.fstat(fd), path, "container directory", want_dir=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return LockedContainer(container_id, path, fd)
+
+    def names(self) -> list[str]:
+        """The entries of the root that may be containers, sorted (staging entries left out)."""
+        root = self._root_fd(create=False)
+        if root is None:
+            return []
+        return sorted(name for name in os.listdir(root) if not name.startswith(STAGING_PREFIX))
+
     def load(self, locked: LockedContainer) -> ContainerRecord:
         """The record of a locked container. A half-made one (no record yet) does not exist."""
+        raw = _read_private(locked, STATE_FILE, "state record", MAX_RECORD)
+        if raw is None:
+            raise ContainerNotFound()
         path = os.path.join(locked.directory, STATE_FILE)
         try:
-            fd = os.open(STATE_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=locked.fd)
-        except FileNotFoundError:
-            raise ContainerNotFound() from None
-        except OSError as err:
-            raise RunprocError(f"cannot read state record {path}: {os_error_text(err)}") from None
-        try:
-            check_private(os.fstat(fd), path, "state record", want_dir=False)
-            raw = os.read(fd, MAX_RECORD + 1)
-        finally:
-            os.close(fd)
-        try:
-            if len(raw) > MAX_RECORD:
-                raise ValueError("too large")
             data = jsonio.loads(raw)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
@@ -283,6 +315,29 @@ class StateStore:
 
     def save(self, locked: LockedContainer, record: ContainerRecord) -> None:
         write_file_atomic(locked.fd, STATE_FILE, jsonio.dumps(record.to_json()).encode())
+
+    def save_spec(self, locked: LockedContainer, config: dict, host_mode: bool) -> None:
+        """Keep the checked config.json (and create's host mode) for exec: the bundle may change later."""
+        data = {"host": host_mode, "config": config}
+        try:
+            text = jsonio.dumps(data)
+        except RecursionError:
+            raise RunprocError("config.json is nested too deeply to keep for exec") from None
+        write_file_atomic(locked.fd, SPEC_FILE, text.encode())
+
+    def load_spec(self, locked: LockedContainer) -> tuple[dict, bool]:
+        """(config, host mode) as create saved them."""
+        path = os.path.join(locked.directory, SPEC_FILE)
+        raw = _read_private(locked, SPEC_FILE, "saved spec", MAX_SPEC)
+        if raw is None:
+            raise RunprocError(f"saved spec {path} is missing (a container made by an older runproc?)")
+        try:
+            data = jsonio.loads(raw)
+        except (ValueError, RecursionError) as err:
+            raise RunprocError(f"corrupt saved spec {path}: {err}") from None
+        if not (isinstance(data, dict) and isinstance(data.get("config"), dict) and isinstance(data.get("host"), bool)):
+            raise RunprocError(f"corrupt saved spec {path}: not what create wrote")
+        return data["config"], data["host"]
 
     def remove(self, locked: LockedContainer) -> None:
         """Remove a locked container's directory (and sweep what dead commands left)."""
@@ -309,6 +364,31 @@ class StateStore:
         root = self._root_fd(create=False)
         if root is not None:
             sweep_stale(root)
+
+
+def _read_private(locked: LockedContainer, name: str, what: str, limit: int) -> bytes | None:
+    """A file of a container's directory, ours and closed to others; None if there is none."""
+    path = os.path.join(locked.directory, name)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=locked.fd)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise RunprocError(f"cannot read {what} {path}: {os_error_text(err)}") from None
+    try:
+        check_private(os.fstat(fd), path, what, want_dir=False)
+        chunks = []
+        size = 0
+        while chunk := os.read(fd, 1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise RunprocError(f"corrupt {what} {path}: too large")
+            chunks.append(chunk)
+    except OSError as err:
+        raise RunprocError(f"cannot read {what} {path}: {os_error_text(err)}") from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def _is_entry(root: int, name: str, fd: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -149,3 +150,17 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False
+
+
+LOGRUS_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+
+
+def error_text(stderr: str) -> str:
+    """stderr with runc's logrus `msg="..."` values unquoted (runc prints `exec: \\"x\\"`), lower case."""
+    messages = []
+    for quoted in LOGRUS_MSG.findall(stderr):
+        try:
+            messages.append(json.loads(f'"{quoted}"'))  # Go's %q is JSON for printable ASCII
+        except ValueError:
+            messages.append(quoted)
+    return "\n".join([stderr, *messages]).lower()

@@ -1,8 +1,11 @@
-"""`runproc ps [--format table|json] ID`: the container's processes, as host pids.
+"""`runproc ps [--format table|json] ID [PS-OPTIONS...]`: the container's processes, as host pids.
 
 containerd's `ctr task ps` runs `ps --format json ID` and reads a JSON array of
-pids (runc prints `null` when there are none). Without a cgroup, the
-container's processes are its init's session.
+pids (runc prints `null` when there are none). The table is runc's: ps(1) runs
+with the options after the id (default `-ef`), and its header and the lines
+whose PID column is one of the container's are printed as ps wrote them. The
+container's processes are those of its pid namespace, else its init's session
+(runproc.kernel.container_processes).
 """
 
 from __future__ import annotations
@@ -27,20 +30,46 @@ def run(context: Context) -> int:
         pids = set(container_processes(record.pid, record.start_time))
         if process_alive(record.pid, record.start_time):
             pids.add(record.pid)
-    ordered = sorted(pids)
     if output_format == "json":
-        sys.stdout.write((jsonio.dumps(ordered).replace(" ", "") if ordered else "null") + "\n")
+        ordered = sorted(pids)
+        sys.stdout.write((jsonio.dumps(ordered, compact=True) if ordered else "null") + "\n")
         return 0
-    lines = ["PID    CMD"]
-    for pid in ordered:
-        lines.append(f"{pid:<6} {_command_line(pid)}")
-    sys.stdout.write("\n".join(lines) + "\n")
+    ps_args = context.values.get("ps_args") or ["-ef"]
+    assert isinstance(ps_args, list)
+    sys.stdout.write(filter_ps_output(run_ps(ps_args), pids))
     return 0
 
 
-def _command_line(pid: int) -> str:
+def run_ps(args: list[str]) -> str:
+    """ps(1)'s output; its failure as runc reports it (`exit status N: <stderr>`)."""
+    import subprocess
+
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as stream:
-            return stream.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
+        result = subprocess.run(["ps", *args], stdin=subprocess.DEVNULL, capture_output=True)
+    except OSError as err:
+        raise RunprocError(f'exec: "ps": {err.strerror.lower() if err.strerror else err}') from None
+    if result.returncode != 0:
+        status = f"exit status {result.returncode}" if result.returncode > 0 else f"signal: {-result.returncode}"
+        raise RunprocError(f"{status}: {result.stderr.decode(errors='replace')}")
+    return result.stdout.decode(errors="replace")
+
+
+def filter_ps_output(output: str, pids: set[int]) -> str:
+    """The header and the lines of `pids`, by the header's PID column (runc's rules and messages)."""
+    lines = output.split("\n")
+    titles = lines[0].split()
+    if "PID" not in titles:
+        raise RunprocError("couldn't find PID field in ps output")
+    index = titles.index("PID")
+    kept = [lines[0]]
+    for line in lines[1:]:
+        if not line:
+            continue
+        fields = line.split()
+        try:
+            pid = int(fields[index])
+        except (IndexError, ValueError):
+            raise RunprocError(f"unable to parse pid: {line!r}") from None
+        if pid in pids:
+            kept.append(line)
+    return "".join(f"{line}\n" for line in kept)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import _signal
-import os
-
+from runproc import foreground
 from runproc.cli import Context
 from runproc.container import destroy_container, poststart_hooks, start_container
 from runproc.create import create_from_values
@@ -12,35 +10,37 @@ from runproc.errors import ContainerNotFound, RunprocError
 from runproc.log import LogSettings, report_error
 from runproc.state import ContainerRecord, StateStore
 
-# Signals a foreground `run` passes on to the container, as runc does.
-FORWARDED = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT")
-
 
 def run(context: Context) -> int:
     values = context.values
     store = StateStore(context.root)
+    detach = bool(values.get("detach"))
     try:
-        created = create_from_values(store, values, context.log)
+        created, host_terminal = create_from_values(store, values, context.log, detach)
     except RunprocError as err:
         raise RunprocError(f"runproc run failed: {err}") from None
-    if not values.get("detach"):
+    if not detach:
         # From before start: the program may be ready for signals (and get them) at once.
-        _forward_signals(created.pid)
+        foreground.forward_signals(created.pid)
     try:
+        if host_terminal is not None:
+            host_terminal.receive()  # the init sent the master before it reported ready
         with store.lock(created.id) as locked:
             record = _ours(store.load(locked), created)
             start_container(record)
             poststart = poststart_hooks(record)
     except BaseException:
+        if host_terminal is not None:
+            host_terminal.close()
         try:
             _delete_if_ours(store, created, context.log)
         except RunprocError:
             pass  # the error that stopped the start is the one to show
         raise
     poststart(context.log)
-    if values.get("detach"):
+    if detach:
         return 0
-    status = _wait(created.pid)
+    status = foreground.wait(created.pid, host_terminal)
     if not values.get("keep"):
         try:
             _delete_if_ours(store, created, context.log)
@@ -63,22 +63,3 @@ def _delete_if_ours(store: StateStore, created: ContainerRecord, log: LogSetting
             destroy_container(store, locked, _ours(store.load(locked), created), True, log)
     except ContainerNotFound:
         pass  # someone else deleted it meanwhile
-
-
-def _forward_signals(pid: int) -> None:
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for name in FORWARDED:
-        _signal.signal(getattr(_signal, name), forward)
-
-
-def _wait(pid: int) -> int:
-    """Wait for our child the init; its exit code, or 128+N when killed by signal N."""
-    _, wait_status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(wait_status):
-        return 128 + os.WTERMSIG(wait_status)
-    return os.WEXITSTATUS(wait_status)

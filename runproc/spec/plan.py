@@ -25,6 +25,7 @@ class ContainerPlan:
         "rlimits",
         "no_new_privileges",
         "terminal",
+        "console_size",
         "rootfs",
         "host_mode",
         "contained",
@@ -47,6 +48,7 @@ class ContainerPlan:
         self.rlimits: list[tuple[int, int, int]] = []  # (resource, soft, hard); -1 = unlimited
         self.no_new_privileges = False
         self.terminal = False
+        self.console_size: tuple[int, int] | None = None  # process.consoleSize as (rows, columns)
         self.rootfs = ""  # absolute path, "" when the spec names none
         self.host_mode = False
         # Run in the container's own root and namespaces: as root (not in host mode), or as

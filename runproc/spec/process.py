@@ -52,11 +52,27 @@ def apply_process(config: dict, plan: ContainerPlan) -> None:
     if len(plan.cwd.encode("utf-8", "surrogateescape")) >= PATH_MAX:
         raise RunprocError(f"config.json: process.cwd is longer than the kernel's PATH_MAX ({PATH_MAX - 1} bytes)")
     plan.terminal = optional(process, "terminal", bool, "process.terminal", "a boolean", False) is True
+    plan.console_size = _console_size(optional(process, "consoleSize", dict, "process.consoleSize", "an object", None))
     plan.no_new_privileges = (
         optional(process, "noNewPrivileges", bool, "process.noNewPrivileges", "a boolean", False) is True
     )
     _user(optional(process, "user", dict, "process.user", "an object", {}), plan)
     plan.rlimits = _rlimits(optional(process, "rlimits", list, "process.rlimits", "a list", []))
+
+
+def _console_size(size: object) -> tuple[int, int] | None:
+    """process.consoleSize {height, width} as (rows, columns); a winsize holds 16-bit values."""
+    if size is None:
+        return None
+    assert isinstance(size, dict)
+    values = []
+    for key in ("height", "width"):
+        value = size.get(key, 0)
+        want(value, int, f"process.consoleSize.{key}", "an integer from 0 to 65535")
+        if not 0 <= value <= 0xFFFF:
+            raise RunprocError(f"config.json: process.consoleSize.{key} must be an integer from 0 to 65535")
+        values.append(value)
+    return values[0], values[1]
 
 
 def _environment(value: object) -> list[str]:

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+
+# gRPC registers fork handlers that abort a forked child once its fds are closed; other
+# suites in this pytest process fork (runproc's hook runner, say): keep them out of it.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import shutil
 import subprocess
 import tempfile

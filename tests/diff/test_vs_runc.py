@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from runproc_testlib import MakeBundle, Runproc, default_process
+from runproc_testlib import MakeBundle, Runproc, default_process, error_text
 
 RUNC = Path("/usr/sbin/runc")
 
@@ -139,20 +139,6 @@ def dual_bundle(make_bundle: MakeBundle, diff_rootfs: Path) -> DualBundle:
 def rootfs_copy(tmp_path: Path, busybox_rootfs: Path) -> Callable[[str], Path]:
     """A private rootfs, for tests that look at what the program wrote inside it."""
     return lambda name: copy_rootfs(busybox_rootfs, tmp_path / f"rootfs-{name}")
-
-
-LOGRUS_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
-
-
-def error_text(stderr: str) -> str:
-    """stderr with runc's logrus `msg="..."` values unquoted (runc prints `exec: \\"x\\"`), lower case."""
-    messages = []
-    for quoted in LOGRUS_MSG.findall(stderr):
-        try:
-            messages.append(json.loads(f'"{quoted}"'))  # Go's %q is JSON for printable ASCII
-        except ValueError:
-            messages.append(quoted)
-    return "\n".join([stderr, *messages]).lower()
 
 
 def both_fail(results: dict[str, subprocess.CompletedProcess[str]], text: str | None = None) -> None:

@@ -138,7 +138,8 @@ CREATE_CASES: dict[str, Setup] = {
     "executable not executable": with_args(["/etc/passwd"], 'exec: "/etc/passwd": permission denied'),
     "cwd is a file": with_args(["/bin/true"], "chdir to cwd ('/etc/passwd') set in config.json failed: "
                                              "not a directory", cwd="/etc/passwd"),
-    "terminal": with_args(["/bin/true"], "terminals are not supported yet", terminal=True),
+    "terminal": with_args(["/bin/true"], "cannot allocate tty if runproc will detach without setting console socket",
+                          terminal=True),
     "pid file in missing directory": pid_file_in_missing_dir,
     "pid file is a directory": lambda mb, tp: (["create", "--pid-file", str(tp), "-b", str(mb(["/bin/true"])), "bad"],
                                                f"pid file {tp} is a directory"),
@@ -170,8 +171,12 @@ def test_bad_create(case: str, command: str, runproc: Runproc, make_bundle: Make
                     state_root: Path) -> None:
     argv, message = CREATE_CASES[case](make_bundle, tmp_path)
     argv[0] = command
+    prefix: tuple[str, ...] = ()
+    if case == "terminal" and command == "run":
+        # run in the foreground attaches the caller's terminal: in a session of its own it has none.
+        message, prefix = "open /dev/tty: no such device or address", ("setsid", "-w")
     tag = uuid.uuid4().hex
-    result = runproc(*argv, env={**os.environ, "RUNPROC_TEST_TAG": tag})
+    result = runproc(*argv, env={**os.environ, "RUNPROC_TEST_TAG": tag}, prefix=prefix)
     assert_clean_failure(result, message)
     assert result.stderr.startswith(f"runproc {command} failed: ")
     assert_nothing_left(state_root, tmp_path)

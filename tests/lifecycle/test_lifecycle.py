@@ -428,8 +428,9 @@ def test_ps_lists_the_container_processes(runproc: Runproc, make_bundle: MakeBun
     assert {init, child} <= set(listed)
     # Every listed process is in the container's session (sh may fork for its last command too).
     assert all(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3] == str(init) for pid in listed)
-    table = runproc.ok("ps", "ps1").stdout.splitlines()
-    assert table[0].split() == ["PID", "CMD"] and len(table) == len(listed) + 1
+    table = runproc.ok("ps", "ps1").stdout.splitlines()  # runc's: ps -ef, filtered
+    assert table[0].split() == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    assert sorted(int(line.split()[1]) for line in table[1:]) == sorted(listed)
     runproc.ok("kill", "--all", "ps1", "KILL")
     runproc.wait_status("ps1", "stopped")
     deadline = time.monotonic() + 5
