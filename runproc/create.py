@@ -16,7 +16,7 @@ from runproc.errors import RunprocError
 from runproc.fsutil import os_error_text, write_file_atomic
 from runproc.init import InitChannels, InitOptions, container_init
 from runproc.kernel import process_start_time, signal_process
-from runproc.linux import security
+from runproc.linux import cgroups, security
 from runproc.linux.namespaces import check_kernel_support, open_joined
 from runproc.linux.namespaces import close_all as close_namespaces
 from runproc.linux.spawn import spawn_init
@@ -33,6 +33,7 @@ from runproc.state import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
 
@@ -75,13 +76,14 @@ def load_plan_for(values: dict[str, str | bool]) -> ContainerPlan:
     return load_plan(bundle, host_env, os.geteuid())
 
 
-def create_from_values(store: StateStore, values: dict[str, str | bool]) -> ContainerRecord:
+def create_from_values(store: StateStore, values: dict[str, str | bool], systemd_cgroup: bool = False
+                       ) -> ContainerRecord:
     """create (and run) from their command-line values: check everything, then create."""
     container_id = str(values["id"])
     validate_id(container_id)
     pid_file = check_pid_file(values.get("pid_file"))
     options = InitOptions(parse_preserve_fds(values.get("preserve_fds")), bool(values.get("no_pivot")))
-    return create_container(store, container_id, load_plan_for(values), pid_file, options)
+    return create_container(store, container_id, load_plan_for(values), pid_file, options, systemd_cgroup)
 
 
 def create_container(
@@ -90,6 +92,7 @@ def create_container(
     plan: ContainerPlan,
     pid_file: str | None,
     options: InitOptions,
+    systemd_cgroup: bool = False,
 ) -> ContainerRecord:
     """Fork the init, wait until it is ready and blocked before exec, record it.
 
@@ -99,6 +102,7 @@ def create_container(
     """
     if plan.terminal:
         raise RunprocError("process.terminal is true, but terminals are not supported yet")
+    cgroup = ContainerCgroup(plan, container_id, systemd_cgroup) if plan.cgroup is not None else None
     joined = prepare_isolation(plan, options)
     try:
         lock = store.reserve(container_id)
@@ -108,9 +112,10 @@ def create_container(
     with lock:  # cleaning up under the lock: no other create can take the id meanwhile
         init = None
         try:
-            init = InitProcess(plan, lock, options, joined)
+            init = InitProcess(plan, lock, options, joined, cgroup.enter if cgroup is not None else None)
             init.wait_ready()
             record = ContainerRecord(container_id, lock.directory, lock.fd)
+            record.cgroup = cgroup.cgroup if cgroup is not None else None
             record.pid = init.pid
             record.start_time = process_start_time(init.pid)
             record.bundle = plan.bundle
@@ -125,8 +130,26 @@ def create_container(
         except BaseException:
             if init is not None:
                 init.abort()
+            if cgroup is not None:
+                try:
+                    cgroup.cgroup.remove()  # the init is gone (spawn_init ends it if entering failed)
+                except RunprocError:
+                    pass  # the error that stopped create is the one to report
             store.remove(lock)
             raise
+
+
+class ContainerCgroup:
+    """The container's cgroup during create: placed and checked before the fork, entered by the init's
+    first process before it runs (runproc.linux.spawn), removed again if create fails."""
+
+    def __init__(self, plan: ContainerPlan, container_id: str, systemd: bool) -> None:
+        assert plan.cgroup is not None
+        self.plan = plan.cgroup
+        self.layout, self.cgroup = cgroups.prepare(plan.cgroup, container_id, systemd)
+
+    def enter(self, pid: int) -> None:
+        cgroups.setup(self.layout, self.cgroup, self.plan, pid)
 
 
 def prepare_isolation(plan: ContainerPlan, options: InitOptions) -> dict[str, int]:
@@ -159,7 +182,7 @@ class InitProcess:
     """The forked container init, seen from create: its pid and the two pipes to it."""
 
     def __init__(self, plan: ContainerPlan, lock: LockedContainer, options: InitOptions,
-                 joined: dict[str, int]) -> None:
+                 joined: dict[str, int], before_run: Callable[[int], None] | None = None) -> None:
         # The init's end of the exec fifo: opened here, by create, so that the init
         # never needs a path or a directory fd of the host to reach it (a fifo fd
         # is no way out of the container: one cannot chdir or open beneath it).
@@ -188,7 +211,7 @@ class InitProcess:
                 os._exit(1)
 
         try:
-            self.pid = spawn_init(plan.namespaces, joined, run_init)
+            self.pid = spawn_init(plan.namespaces, joined, run_init, before_run)
         except BaseException:
             for fd in moved:
                 os.close(fd)

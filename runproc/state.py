@@ -26,6 +26,7 @@ from runproc import OCI_VERSION, jsonio
 from runproc.errors import ContainerNotFound, RunprocError
 from runproc.fsutil import open_dir_nofollow, os_error_text, remove_flat_dir, write_file_atomic
 from runproc.kernel import process_alive
+from runproc.linux.cgroups import Cgroup
 from runproc.stateroot import check_private, open_root, staging_name, sweep_stale
 
 STATE_FILE = "state.json"
@@ -79,7 +80,7 @@ class ContainerRecord:
     """What create recorded about a container; status is derived, never stored."""
 
     __slots__ = ("id", "pid", "start_time", "bundle", "rootfs", "created", "owner", "annotations", "directory",
-                 "dir_fd")
+                 "dir_fd", "cgroup")
 
     def __init__(self, container_id: str, directory: str, dir_fd: int = -1) -> None:
         self.id = container_id
@@ -92,9 +93,13 @@ class ContainerRecord:
         self.created = ""
         self.owner = ""
         self.annotations: dict[str, str] = {}
+        self.cgroup: Cgroup | None = None  # the container's cgroup, when create made or joined one
 
     def to_json(self) -> dict:
-        return {name: getattr(self, name) for name in _RECORD_FIELDS}
+        data = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        if self.cgroup is not None:
+            data["cgroup"] = self.cgroup.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: dict, locked: LockedContainer) -> ContainerRecord:
@@ -109,12 +114,17 @@ class ContainerRecord:
             raise ValueError("id, pid or start time do not fit")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.annotations.items()):
             raise ValueError("annotations are not strings")
+        if data.get("cgroup") is not None:  # records without one: no cgroup (or an older runproc's)
+            record.cgroup = Cgroup.from_json(data["cgroup"])
         return record
 
     def status(self) -> str:
-        """created (init waiting on the fifo), running, or stopped (init gone, a zombie, or pid reused)."""
+        """created (init waiting on the fifo), running, paused (its cgroup frozen, whether created or
+        running, as runc), or stopped (init gone, a zombie, or pid reused)."""
         if not process_alive(self.pid, self.start_time):
             return "stopped"
+        if self.cgroup is not None and self.cgroup.frozen():
+            return "paused"
         try:
             os.stat(EXEC_FIFO, dir_fd=self.dir_fd, follow_symlinks=False)
             return "created"

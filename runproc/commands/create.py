@@ -10,7 +10,7 @@ from runproc.state import StateStore
 
 def run(context: Context) -> int:
     try:
-        create_from_values(StateStore(context.root), context.values)
+        create_from_values(StateStore(context.root), context.values, context.systemd_cgroup)
     except RunprocError as err:
         # The prefix runc uses; containerd shows "OCI runtime create failed: <this>".
         raise RunprocError(f"runproc create failed: {err}") from None

@@ -1,8 +1,8 @@
 """`runproc ps [--format table|json] ID`: the container's processes, as host pids.
 
 containerd's `ctr task ps` runs `ps --format json ID` and reads a JSON array of
-pids (runc prints `null` when there are none). Without a cgroup, the
-container's processes are its init's session.
+pids (runc prints `null` when there are none). The container's processes are
+those in its cgroup; without one, its pid namespace's or its init's session.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import sys
 from runproc import jsonio
 from runproc.cli import Context
 from runproc.errors import RunprocError
-from runproc.kernel import container_processes, process_alive
+from runproc.container import container_pids
+from runproc.kernel import process_alive
 from runproc.state import StateStore
 
 
@@ -24,7 +25,7 @@ def run(context: Context) -> int:
     container_id = str(context.values["id"])
     with store.lock(container_id) as locked:
         record = store.load(locked)
-        pids = set(container_processes(record.pid, record.start_time))
+        pids = set(container_pids(record))
         if process_alive(record.pid, record.start_time):
             pids.add(record.pid)
     ordered = sorted(pids)

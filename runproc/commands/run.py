@@ -20,7 +20,7 @@ def run(context: Context) -> int:
     values = context.values
     store = StateStore(context.root)
     try:
-        created = create_from_values(store, values)
+        created = create_from_values(store, values, context.systemd_cgroup)
     except RunprocError as err:
         raise RunprocError(f"runproc run failed: {err}") from None
     if not values.get("detach"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from runproc.spec.namespaces import NamespacePlan
+    from runproc.spec.resources import CgroupPlan
     from runproc.spec.rootfs import RootfsPlan
     from runproc.spec.security import SecurityPlan
 
@@ -30,6 +31,7 @@ class ContainerPlan:
         "namespaces",
         "rootfs_setup",
         "security",
+        "cgroup",
     )
 
     def __init__(self) -> None:
@@ -52,6 +54,7 @@ class ContainerPlan:
         self.namespaces: NamespacePlan | None = None  # namespaces, id maps, hostname, sysctl
         self.rootfs_setup: RootfsPlan | None = None  # mounts, devices, masked/readonly paths, propagation
         self.security: SecurityPlan | None = None  # capabilities, seccomp, LSM labels, oom, scheduling
+        self.cgroup: CgroupPlan | None = None  # linux.cgroupsPath and linux.resources (as root, not in host mode)
 
     def chroots(self, euid: int) -> bool:
         """Root runs the process inside root.path, unless host mode is on; others run on the host."""
