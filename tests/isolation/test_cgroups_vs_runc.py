@@ -351,3 +351,33 @@ def test_a_failing_create_leaves_nothing(probes: Probes, spec_bundle: SpecBundle
         assert result.returncode == 1 and expected in result.stderr, f"{side.name}: {result.stderr}"
         assert not any((CGROUP / name / path.lstrip("/")).exists() for name in HIERARCHIES), side.name
         assert not (side.root / f"fail-{side.name}").exists()
+
+
+def test_a_failing_init_leaves_no_cgroup(probes: Probes, spec_bundle: SpecBundle) -> None:
+    path = f"/runproc-cgdiff-{uuid.uuid4().hex[:12]}"
+
+    def edit(config: dict) -> None:
+        config["process"]["args"] = ["/no/such/program"]
+        config["linux"]["cgroupsPath"] = path
+
+    bundle = spec_bundle("", edit)
+    for probe in probes:
+        result = probe.side("create", "--bundle", str(bundle), f"noprog-{probe.side.name}")
+        assert result.returncode == 1 and "/no/such/program" in result.stderr, result.stderr
+        assert not any((CGROUP / name / path.lstrip("/")).exists() for name in HIERARCHIES), probe.side.name
+
+
+@pytest.mark.parametrize("path", ["/not/a/slice/form", "system.slice:runproc-test:x1", ""])
+def test_systemd_cgroup_flag_as_runc(probes: Probes, spec_bundle: SpecBundle, path: str) -> None:
+    """runc 1.1 checks the slice:prefix:name form, then wants systemd as PID 1 (this host has none)."""
+    def edit(config: dict) -> None:
+        config["linux"]["cgroupsPath"] = path
+
+    bundle = spec_bundle("sleep 1000", edit)
+    results = [probe.side("create", "--bundle", str(bundle), f"sd-{probe.side.name}",
+                          global_args=("--systemd-cgroup",)) for probe in probes]
+    assert results[1].returncode == results[0].returncode, [r.stderr for r in results]
+    if results[0].returncode:
+        message = results[0].stderr.split('msg="', 1)[-1].rsplit('"', 1)[0].replace('\\"', '"')
+        message = message.removeprefix("runc create failed: ")
+        assert message in results[1].stderr, (message, results[1].stderr)
