@@ -28,6 +28,7 @@ from runproc.state import (
     LockedContainer,
     StateStore,
     rfc3339_nano,
+    save_cgroup_plan,
     validate_id,
 )
 
@@ -110,6 +111,8 @@ def create_container(
         close_namespaces(joined)
         raise
     with lock:  # cleaning up under the lock: no other create can take the id meanwhile
+        if cgroup is not None:
+            cgroup.locked = lock
         init = None
         try:
             init = InitProcess(plan, lock, options, joined, cgroup.enter if cgroup is not None else None)
@@ -147,9 +150,12 @@ class ContainerCgroup:
         assert plan.cgroup is not None
         self.plan = plan.cgroup
         self.layout, self.cgroup = cgroups.prepare(plan.cgroup, container_id, systemd)
+        self.locked: LockedContainer | None = None
 
     def enter(self, pid: int) -> None:
-        cgroups.setup(self.layout, self.cgroup, self.plan, pid)
+        assert self.locked is not None
+        locked = self.locked
+        cgroups.setup(self.layout, self.cgroup, self.plan, pid, lambda planned: save_cgroup_plan(locked, planned))
 
 
 def prepare_isolation(plan: ContainerPlan, options: InitOptions) -> dict[str, int]:

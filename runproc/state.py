@@ -31,6 +31,9 @@ from runproc.stateroot import check_private, open_root, staging_name, sweep_stal
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
+# The cgroup directories create is about to make, written before it makes them: a create killed
+# before its record exists leaves them listed here, and removing the container removes them.
+CGROUP_PLAN = "cgroup.json"
 MAX_RECORD = 1 << 20  # a record is a few hundred bytes plus annotations
 
 # What runc accepts: [A-Za-z0-9_+,-.] (its regexp's `+-\.` is a range that takes in the comma).
@@ -298,6 +301,7 @@ class StateStore:
         # over it while it is being emptied.
         root = self._root_fd(create=False)
         assert root is not None
+        _remove_planned_cgroups(locked)
         aside = staging_name("del")
         try:
             os.rename(locked.name, aside, src_dir_fd=root, dst_dir_fd=root)
@@ -310,6 +314,25 @@ class StateStore:
         root = self._root_fd(create=False)
         if root is not None:
             sweep_stale(root)
+
+
+def save_cgroup_plan(locked: LockedContainer, cgroup: Cgroup) -> None:
+    write_file_atomic(locked.fd, CGROUP_PLAN, jsonio.dumps(cgroup.to_json()).encode())
+
+
+def _remove_planned_cgroups(locked: LockedContainer) -> None:
+    """rmdir what a create planned to make (only empty cgroups go; delete has removed its own already)."""
+    try:
+        fd = os.open(CGROUP_PLAN, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=locked.fd)
+    except OSError:
+        return
+    try:
+        check_private(os.fstat(fd), os.path.join(locked.directory, CGROUP_PLAN), "cgroup plan", want_dir=False)
+        Cgroup.from_json(jsonio.loads(os.read(fd, MAX_RECORD))).remove()
+    except (RunprocError, ValueError, RecursionError, OSError):
+        pass  # best effort: removing the container must not fail on it
+    finally:
+        os.close(fd)
 
 
 def _is_entry(root: int, name: str, fd: int) -> bool:

@@ -381,3 +381,25 @@ def test_systemd_cgroup_flag_as_runc(probes: Probes, spec_bundle: SpecBundle, pa
         message = results[0].stderr.split('msg="', 1)[-1].rsplit('"', 1)[0].replace('\\"', '"')
         message = message.removeprefix("runc create failed: ")
         assert message in results[1].stderr, (message, results[1].stderr)
+
+
+def test_create_killed_while_making_cgroups_leaves_nothing_after_delete_force(
+        probes: Probes, spec_bundle: SpecBundle) -> None:
+    """runproc's own: SIGKILL on the mkdir of the memory cgroup (cpuset and devices are made by then);
+    `delete --force` of the id removes what that create made."""
+    runproc = probes[1].side
+    path = f"/runproc-cgdiff-{uuid.uuid4().hex[:12]}"
+
+    def edit(config: dict) -> None:
+        config["linux"]["cgroupsPath"] = path
+
+    bundle = spec_bundle("sleep 1000", edit)
+    strace = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", f"/sys/fs/cgroup/memory{path}",
+              "-e", "trace=mkdir,mkdirat", "-e", "inject=mkdir,mkdirat:signal=KILL:when=1"]
+    killed = runproc("create", "--bundle", str(bundle), "killed", prefix=tuple(strace))
+    assert killed.returncode != 0
+    assert (CGROUP / "devices" / path.lstrip("/")).is_dir(), "the kill came before the devices cgroup"
+    assert not (CGROUP / "memory" / path.lstrip("/")).exists()
+    runproc.ok("delete", "--force", "killed")
+    assert [name for name in HIERARCHIES if (CGROUP / name / path.lstrip("/")).exists()] == []
+    assert not (runproc.root / "killed").exists()

@@ -24,6 +24,8 @@ from runproc.fsutil import os_error_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # runproc.spec's package imports every section's module: create's cost, not state's
+    from collections.abc import Callable
+
     from runproc.spec.resources import CgroupPlan, DeviceRule, Resources
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -193,6 +195,18 @@ class Cgroup:
     def exists(self) -> bool:
         return os.path.isdir(self.procs_dir)
 
+    def missing(self, layout: Layout) -> Cgroup:
+        """The directories `make` would create now (those that do not exist), as a Cgroup to record first."""
+        planned = []
+        for key, path in self.paths.items():
+            hierarchy = mount_point(layout, key)
+            current = hierarchy
+            for part in path[len(hierarchy):].strip("/").split("/"):
+                current = f"{current}/{part}"
+                if current not in planned and not os.path.isdir(current):
+                    planned.append(current)
+        return Cgroup(self.version, self.paths, planned)
+
     def make(self, layout: Layout) -> None:
         """mkdir every directory that is missing (parents too), remembering each one made."""
         done = set()
@@ -299,11 +313,13 @@ def prepare(plan: CgroupPlan, container_id: str, systemd: bool) -> tuple[Layout,
     return layout, cgroup
 
 
-def setup(layout: Layout, cgroup: Cgroup, plan: CgroupPlan, pid: int) -> None:
-    """Make the directories, set the limits, put `pid` in. On failure the caller ends `pid`, then calls
-    cgroup.remove()."""
+def setup(layout: Layout, cgroup: Cgroup, plan: CgroupPlan, pid: int, record_plan: Callable[[Cgroup], None]
+          ) -> None:
+    """Make the directories (after `record_plan` has saved which), set the limits, put `pid` in. On
+    failure the caller ends `pid`, then calls cgroup.remove()."""
     if cgroup.exists() and cgroup.frozen():  # checked under the container's lock: no delete of its id is running
         raise RunprocError(f"container's cgroup unexpectedly frozen: {cgroup.freezer_dir}")
+    record_plan(cgroup.missing(layout))
     cgroup.make(layout)
     apply_resources(cgroup, plan.resources, plan.devices, "linux.resources")
     cgroup.join(pid)
