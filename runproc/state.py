@@ -26,8 +26,11 @@ from runproc import OCI_VERSION, jsonio
 from runproc.errors import ContainerNotFound, RunprocError
 from runproc.fsutil import open_dir_nofollow, os_error_text, remove_flat_dir, write_file_atomic
 from runproc.kernel import process_alive
-from runproc.linux.cgroups import Cgroup
 from runproc.stateroot import check_private, open_root, staging_name, sweep_stale
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # loaded only for a record that has a cgroup
+    from runproc.linux.cgroups import Cgroup
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -118,6 +121,8 @@ class ContainerRecord:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.annotations.items()):
             raise ValueError("annotations are not strings")
         if data.get("cgroup") is not None:  # records without one: no cgroup (or an older runproc's)
+            from runproc.linux.cgroups import Cgroup
+
             record.cgroup = Cgroup.from_json(data["cgroup"])
         return record
 
@@ -327,6 +332,8 @@ def _remove_planned_cgroups(locked: LockedContainer) -> None:
     except OSError:
         return
     try:
+        from runproc.linux.cgroups import Cgroup
+
         check_private(os.fstat(fd), os.path.join(locked.directory, CGROUP_PLAN), "cgroup plan", want_dir=False)
         Cgroup.from_json(jsonio.loads(os.read(fd, MAX_RECORD))).remove()
     except (RunprocError, ValueError, RecursionError, OSError):
