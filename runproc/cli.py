@@ -21,8 +21,8 @@ GLOBAL_OPTIONS: Options = {
     "--log": ("log", True),
     "--log-format": ("log_format", True),
     "--debug": ("debug", False),
-    # runc's flags that change nothing here yet; accepted so callers need not care.
     "--systemd-cgroup": ("systemd_cgroup", False),
+    # runc's flags that change nothing here yet; accepted so callers need not care.
     "--rootless": ("rootless", True),
     "--criu": ("criu", True),
 }
@@ -36,6 +36,16 @@ _CREATE_OPTIONS: Options = {
     "--no-pivot": ("no_pivot", False),
     "--no-new-keyring": ("no_new_keyring", False),
     "--pidfd-socket": ("pidfd_socket", True),
+}
+
+
+# runc update's flags (runproc.commands.update maps them onto LinuxResources).
+_UPDATE_OPTIONS: Options = {
+    "--resources": ("resources", True), "-r": ("resources", True),
+    **{f"--{name}": (name.replace("-", "_"), True) for name in (
+        "blkio-weight", "cpu-period", "cpu-quota", "cpu-share", "cpu-rt-period", "cpu-rt-runtime", "cpuset-cpus",
+        "cpuset-mems", "kernel-memory", "kernel-memory-tcp", "memory", "memory-reservation", "memory-swap",
+        "pids-limit", "l3-cache-schema", "mem-bw-schema")},
 }
 
 
@@ -115,6 +125,15 @@ COMMANDS: dict[str, CommandSpec] = {
         rest="args",
         repeated=frozenset({"env", "additional_gids", "cap", "cgroup"}),
     ),
+    "pause": CommandSpec("suspend every process of the container (cgroup freezer)", {}, ("id",), 1),
+    "resume": CommandSpec("resume the processes of a paused container", {}, ("id",), 1),
+    "update": CommandSpec("change the container's cgroup limits", _UPDATE_OPTIONS, ("id",), 1),
+    "events": CommandSpec(
+        "print the container's cgroup stats and OOM events as JSON",
+        {"--interval": ("interval", True), "--stats": ("stats", False)},
+        ("id",),
+        1,
+    ),
     "features": CommandSpec("print what this runtime supports, as JSON", {}, (), 0),
     "spec": CommandSpec(
         "write runc's default config.json into the bundle",
@@ -148,7 +167,8 @@ global options:
   --root DIR           state directory (default $RUNPROC_STATE_DIR, else /run/runproc)
   --log PATH           append error records to PATH
   --log-format FORMAT  text (default) or json
-  --debug, --systemd-cgroup, --rootless VALUE, --criu PATH
+  --systemd-cgroup     cgroupsPath is slice:prefix:name (needs systemd as PID 1)
+  --debug, --rootless VALUE, --criu PATH
                        accepted for runc compatibility
   -h, --help           show this help
   -v, --version        show the version
@@ -299,12 +319,14 @@ def version_text() -> str:
 class Context:
     """What every command needs besides its own arguments."""
 
-    __slots__ = ("root", "log", "values")
+    __slots__ = ("root", "log", "values", "systemd_cgroup")
 
-    def __init__(self, root: str, log: LogSettings, values: dict[str, str | bool | list[str]]) -> None:
+    def __init__(self, root: str, log: LogSettings, values: dict[str, str | bool | list[str]],
+                 systemd_cgroup: bool = False) -> None:
         self.root = root
         self.log = log
         self.values = values
+        self.systemd_cgroup = systemd_cgroup  # --systemd-cgroup: cgroupsPath is slice:prefix:name
 
 
 def state_root(cli_root: str | bool | None) -> str:
@@ -333,7 +355,8 @@ def main(argv: list[str]) -> int:
         if parsed.command == "version":
             sys.stdout.write(version_text())
             return 0
-        context = Context(state_root(parsed.globals.get("root")), log, parsed.values)
+        context = Context(state_root(parsed.globals.get("root")), log, parsed.values,
+                          bool(parsed.globals.get("systemd_cgroup")))
         # One module per command, imported only when it runs.
         module = __import__(f"runproc.commands.{parsed.command}", fromlist=["run"])
         return module.run(context)

@@ -6,10 +6,13 @@ import errno
 import os
 import select
 import stat
+import time
 
 from runproc.errors import RunprocError
 from runproc.fsutil import os_error_text
 from runproc.kernel import (
+    container_processes,
+    process_alive,
     signal_all,
     signal_process,
     wait_until_gone,
@@ -48,6 +51,8 @@ def start_container(record: ContainerRecord) -> None:
         raise RunprocError("cannot start a container that has stopped")
     if status == "running":
         raise RunprocError("cannot start an already running container")
+    if status != "created":
+        raise RunprocError(f"cannot start a container in the {status} state")
     hooks = None
     if record.hooks:
         from runproc import hooks
@@ -97,24 +102,78 @@ def kill_container(record: ContainerRecord, sig: int, all_processes: bool) -> No
 
     `--all` on a stopped container still reaches leftovers and succeeds, as
     runc's does: containerd sends it after an init without its own pid namespace exits.
+    SIGKILL to a paused container thaws it afterwards (on v1 a frozen process
+    would not die before), as runc 1.1 does.
     """
     if all_processes:
-        signal_all(record.pid, record.start_time, sig)  # reaches only what is still alive
+        signal_container(record, sig)  # reaches only what is still alive
         return
-    if record.status() == "stopped" or not signal_process(record.pid, sig):
+    status = record.status()
+    if status == "stopped" or not signal_process(record.pid, sig):
         raise RunprocError("container not running")
+    if status == "paused" and sig == 9 and record.cgroup is not None:
+        record.cgroup.set_frozen(False)
+
+
+def container_pids(record: ContainerRecord) -> list[int]:
+    """The container's processes: its cgroup's when it has one, else those of its pid namespace or session."""
+    if record.cgroup is not None:
+        return record.cgroup.pids() if record.cgroup.exists() else []
+    return container_processes(record.pid, record.start_time)
+
+
+def signal_container(record: ContainerRecord, sig: int) -> None:
+    """Every process of the container. With a cgroup, as runc: freeze it, signal what is in it, thaw it
+    (no process can fork away meanwhile); SIGKILL on v2 goes through cgroup.kill where the kernel has it."""
+    cgroup = record.cgroup
+    if cgroup is None:
+        signal_all(record.pid, record.start_time, sig)
+        return
+    if not cgroup.exists() or (sig == 9 and cgroup.kill_all()):
+        return
+    try:
+        cgroup.set_frozen(True)
+    except RunprocError:
+        pass  # runc only warns: signal them anyway
+    try:
+        for pid in cgroup.pids():
+            signal_process(pid, sig)
+    finally:
+        try:
+            cgroup.set_frozen(False)
+        except RunprocError:
+            pass
 
 
 def destroy_container(store: StateStore, locked: LockedContainer, record: ContainerRecord, force: bool,
                       log: LogSettings | None = None) -> None:
-    """Delete a locked container: kill what is left of it, remove its directory, run its poststop hooks."""
-    if record.status() == "running" and not force:
-        raise RunprocError(f"cannot delete container {record.id} that is not stopped: running")
-    signal_all(record.pid, record.start_time, 9)
+    """Delete a locked container: kill what is left of it, remove the cgroups create made, then its
+    directory, then run its poststop hooks."""
+    status = record.status()
+    if status in ("running", "paused") and not force:
+        raise RunprocError(f"cannot delete container {record.id} that is not stopped: {status}")
+    if process_alive(record.pid, record.start_time):
+        signal_process(record.pid, 9)
+    signal_container(record, 9)
     if not wait_until_gone(record.pid, record.start_time, 5.0):
         raise RunprocError(f"container {record.id}: its process {record.pid} did not exit after SIGKILL")
+    if record.cgroup is not None:
+        _wait_cgroup_empty(record)
+        record.cgroup.remove()
     store.remove(locked)
     if record.hooks:
         from runproc import hooks
 
         hooks.recorded_warning_hooks("poststop", record, "stopped", None)(log)  # in our cwd, as runc's
+
+
+def _wait_cgroup_empty(record: ContainerRecord) -> None:
+    """After SIGKILL the cgroup empties as its processes finish exiting; rmdir needs it empty."""
+    assert record.cgroup is not None
+    deadline = time.monotonic() + 5.0
+    while record.cgroup.exists() and record.cgroup.pids():
+        if time.monotonic() > deadline:
+            raise RunprocError(f"container {record.id}: processes {record.cgroup.pids()} are still in its cgroup "
+                               "after SIGKILL")
+        signal_container(record, 9)
+        time.sleep(0.01)

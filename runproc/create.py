@@ -17,7 +17,7 @@ from runproc.errors import RunprocError
 from runproc.fsutil import os_error_text, write_file_atomic
 from runproc.init import HOOKS_DONE, HOOKS_REQUEST, InitChannels, InitOptions, container_init
 from runproc.kernel import process_start_time, signal_process
-from runproc.linux import security
+from runproc.linux import cgroups, security
 from runproc.linux.namespaces import check_kernel_support, open_joined
 from runproc.linux.namespaces import close_all as close_namespaces
 from runproc.linux.spawn import spawn_init
@@ -29,6 +29,7 @@ from runproc.state import (
     LockedContainer,
     StateStore,
     rfc3339_nano,
+    save_cgroup_plan,
     validate_id,
 )
 
@@ -91,8 +92,8 @@ def load_spec_for(values: dict) -> Spec:
     return Spec(config, plan_from_config(config, bundle, host_env, os.geteuid()), host_env)
 
 
-def create_from_values(store: StateStore, values: dict, log: LogSettings | None = None,
-                       detach: bool = True) -> tuple[ContainerRecord, terminal.HostTerminal | None]:
+def create_from_values(store: StateStore, values: dict, log: LogSettings | None = None, detach: bool = True,
+                       systemd_cgroup: bool = False) -> tuple[ContainerRecord, terminal.HostTerminal | None]:
     """create (and run) from their command-line values: check everything, then create.
 
     With a terminal, the init sends the master over --console-socket; a foreground
@@ -113,9 +114,10 @@ def create_from_values(store: StateStore, values: dict, log: LogSettings | None 
         host_terminal = terminal.HostTerminal()
         console = host_terminal.theirs
     else:
-        return create_container(store, container_id, spec, pid_file, options, log), None
+        return create_container(store, container_id, spec, pid_file, options, log, None, systemd_cgroup), None
     try:
-        return create_container(store, container_id, spec, pid_file, options, log, console), host_terminal
+        return create_container(store, container_id, spec, pid_file, options, log, console, systemd_cgroup), \
+            host_terminal
     except BaseException:
         if host_terminal is not None:
             host_terminal.close()
@@ -135,6 +137,7 @@ def create_container(
     options: InitOptions,
     log: LogSettings | None = None,
     console: int | None = None,
+    systemd_cgroup: bool = False,
 ) -> ContainerRecord:
     """Fork the init, wait until it is ready and blocked before exec, record it.
 
@@ -146,6 +149,7 @@ def create_container(
     plan = spec.plan
     if plan.hooks is not None:
         import runproc.hooks  # noqa: F401 - the init runs hooks where it can no longer import
+    cgroup = ContainerCgroup(plan, container_id, systemd_cgroup) if plan.cgroup is not None else None
     joined = prepare_isolation(plan, options)
     try:
         lock = store.reserve(container_id)
@@ -153,13 +157,16 @@ def create_container(
         close_namespaces(joined)
         raise
     with lock:  # cleaning up under the lock: no other create can take the id meanwhile
+        if cgroup is not None:
+            cgroup.locked = lock
         init = None
         try:
             store.save_spec(lock, spec.config, spec.host_env)  # before the record: exec relies on it
             init = InitProcess(plan, lock, options, joined, (lock.fd, *store.own_fds()),
-                               console if plan.terminal else None)
+                               console if plan.terminal else None, cgroup.enter if cgroup is not None else None)
             init.wait_ready(_runtime_hooks(plan, container_id, init.pid))
             record = ContainerRecord(container_id, lock.directory, lock.fd)
+            record.cgroup = cgroup.cgroup if cgroup is not None else None
             record.pid = init.pid
             record.start_time = process_start_time(init.pid)
             record.bundle = plan.bundle
@@ -175,6 +182,11 @@ def create_container(
         except BaseException:
             if init is not None:
                 init.abort()
+            if cgroup is not None:
+                try:
+                    cgroup.cgroup.remove()  # the init is gone (spawn_init ends it if entering failed)
+                except RunprocError:
+                    pass  # the error that stopped create is the one to report
             store.remove(lock)
             if init is not None and plan.hooks_of("poststop"):
                 _failed_create_poststop(plan, container_id, log)
@@ -208,6 +220,22 @@ def _failed_create_poststop(plan: ContainerPlan, container_id: str, log: LogSett
     hooks.run_warning_hooks("poststop", plan.hooks_of("poststop"), state, log, None)
 
 
+class ContainerCgroup:
+    """The container's cgroup during create: placed and checked before the fork, entered by the init's
+    first process before it runs (runproc.linux.spawn), removed again if create fails."""
+
+    def __init__(self, plan: ContainerPlan, container_id: str, systemd: bool) -> None:
+        assert plan.cgroup is not None
+        self.plan = plan.cgroup
+        self.layout, self.cgroup = cgroups.prepare(plan.cgroup, container_id, systemd)
+        self.locked: LockedContainer | None = None
+
+    def enter(self, pid: int) -> None:
+        assert self.locked is not None
+        locked = self.locked
+        cgroups.setup(self.layout, self.cgroup, self.plan, pid, lambda planned: save_cgroup_plan(locked, planned))
+
+
 def prepare_isolation(plan: ContainerPlan, options: InitOptions) -> dict[str, int]:
     """What create checks and loads before the fork: the namespaces to join (opened, types
     checked), the seccomp filter (compiled), the capabilities (against ours). Returns the
@@ -238,10 +266,12 @@ class InitProcess:
     """The forked container init, seen from create: its pid and the two pipes to it."""
 
     def __init__(self, plan: ContainerPlan, lock: LockedContainer, options: InitOptions,
-                 joined: dict[str, int], own_fds: tuple[int, ...], console: int | None) -> None:
+                 joined: dict[str, int], own_fds: tuple[int, ...], console: int | None,
+                 before_run: Callable[[int], None] | None = None) -> None:
         """`own_fds`: the state store's, which the child closes: they may sit among --preserve-fds
         (runproc opened them in the caller's gaps), and the lock's would keep the container locked.
-        `console`: the terminal's master side to send over --console-socket, or None."""
+        `console`: the terminal's master side to send over --console-socket, or None.
+        `before_run(pid)`: puts the init's first process in the container's cgroup before it runs."""
         # The init's end of the exec fifo: opened here, by create, so that the init
         # never needs a path or a directory fd of the host to reach it (a fifo fd
         # is no way out of the container: one cannot chdir or open beneath it).
@@ -284,7 +314,7 @@ class InitProcess:
                 os._exit(1)
 
         try:
-            self.pid = spawn_init(plan.namespaces, joined, run_init)
+            self.pid = spawn_init(plan.namespaces, joined, run_init, before_run)
         except BaseException:
             for fd in moved:
                 os.close(fd)

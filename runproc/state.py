@@ -30,9 +30,16 @@ from runproc.fsutil import open_dir_nofollow, os_error_text, remove_flat_dir, wr
 from runproc.kernel import process_alive
 from runproc.stateroot import STAGING_PREFIX, check_private, open_root, staging_name, sweep_stale
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # loaded only for a record that has a cgroup
+    from runproc.linux.cgroups import Cgroup
+
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
 SPEC_FILE = "spec.json"
+# The cgroup directories create is about to make, written before it makes them: a create killed
+# before its record exists leaves them listed here, and removing the container removes them.
+CGROUP_PLAN = "cgroup.json"
 MAX_RECORD = 1 << 20  # a record is a few hundred bytes plus annotations
 MAX_SPEC = 16 << 20  # config.json is at most 4 MiB (runproc.spec.MAX_CONFIG); JSON escapes may grow it
 
@@ -85,7 +92,7 @@ class ContainerRecord:
     """What create recorded about a container; status is derived, never stored."""
 
     __slots__ = ("id", "pid", "start_time", "bundle", "rootfs", "created", "owner", "annotations", "hooks",
-                 "directory", "dir_fd")
+                 "directory", "dir_fd", "cgroup")
 
     def __init__(self, container_id: str, directory: str, dir_fd: int = -1) -> None:
         self.id = container_id
@@ -99,11 +106,15 @@ class ContainerRecord:
         self.owner = ""
         self.annotations: dict[str, str] = {}
         self.hooks: dict = {}  # config.json's hooks, as create checked them (runproc.spec.hooks)
+        self.cgroup: Cgroup | None = None  # the container's cgroup, when create made or joined one
 
     def to_json(self) -> dict:
         # A field at its default is left out: a container without hooks has the record it always had.
-        return {name: getattr(self, name) for name in _RECORD_FIELDS
+        data = {name: getattr(self, name) for name in _RECORD_FIELDS
                 if name not in _RECORD_DEFAULTS or getattr(self, name) != _RECORD_DEFAULTS[name]}
+        if self.cgroup is not None:
+            data["cgroup"] = self.cgroup.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: dict, locked: LockedContainer) -> ContainerRecord:
@@ -118,12 +129,19 @@ class ContainerRecord:
             raise ValueError("id, pid or start time do not fit")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.annotations.items()):
             raise ValueError("annotations are not strings")
+        if data.get("cgroup") is not None:  # records without one: no cgroup (or an older runproc's)
+            from runproc.linux.cgroups import Cgroup
+
+            record.cgroup = Cgroup.from_json(data["cgroup"])
         return record
 
     def status(self) -> str:
-        """created (init waiting on the fifo), running, or stopped (init gone, a zombie, or pid reused)."""
+        """created (init waiting on the fifo), running, paused (its cgroup frozen, whether created or
+        running, as runc), or stopped (init gone, a zombie, or pid reused)."""
         if not process_alive(self.pid, self.start_time):
             return "stopped"
+        if self.cgroup is not None and self.cgroup.frozen():
+            return "paused"
         try:
             os.stat(EXEC_FIFO, dir_fd=self.dir_fd, follow_symlinks=False)
             return "created"
@@ -352,6 +370,7 @@ class StateStore:
         # over it while it is being emptied.
         root = self._root_fd(create=False)
         assert root is not None
+        _remove_planned_cgroups(locked)
         aside = staging_name("del")
         try:
             os.rename(locked.name, aside, src_dir_fd=root, dst_dir_fd=root)
@@ -389,6 +408,27 @@ def _read_private(locked: LockedContainer, name: str, what: str, limit: int) -> 
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+def save_cgroup_plan(locked: LockedContainer, cgroup: Cgroup) -> None:
+    write_file_atomic(locked.fd, CGROUP_PLAN, jsonio.dumps(cgroup.to_json()).encode())
+
+
+def _remove_planned_cgroups(locked: LockedContainer) -> None:
+    """rmdir what a create planned to make (only empty cgroups go; delete has removed its own already)."""
+    try:
+        fd = os.open(CGROUP_PLAN, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=locked.fd)
+    except OSError:
+        return
+    try:
+        from runproc.linux.cgroups import Cgroup
+
+        check_private(os.fstat(fd), os.path.join(locked.directory, CGROUP_PLAN), "cgroup plan", want_dir=False)
+        Cgroup.from_json(jsonio.loads(os.read(fd, MAX_RECORD))).remove()
+    except (RunprocError, ValueError, RecursionError, OSError):
+        pass  # best effort: removing the container must not fail on it
+    finally:
+        os.close(fd)
 
 
 def _is_entry(root: int, name: str, fd: int) -> bool:

@@ -10,7 +10,8 @@ from runproc.state import StateStore
 
 def run(context: Context) -> int:
     try:
-        create_from_values(StateStore(context.root), context.values, context.log)  # always detached: no host terminal
+        # Always detached: no host terminal.
+        create_from_values(StateStore(context.root), context.values, context.log, systemd_cgroup=context.systemd_cgroup)
     except RunprocError as err:
         # The prefix runc uses; containerd shows "OCI runtime create failed: <this>".
         raise RunprocError(f"runproc create failed: {err}") from None

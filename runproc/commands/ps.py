@@ -4,8 +4,8 @@ containerd's `ctr task ps` runs `ps --format json ID` and reads a JSON array of
 pids (runc prints `null` when there are none). The table is runc's: ps(1) runs
 with the options after the id (default `-ef`), and its header and the lines
 whose PID column is one of the container's are printed as ps wrote them. The
-container's processes are those of its pid namespace, else its init's session
-(runproc.kernel.container_processes).
+container's processes are those in its cgroup; without one, its pid
+namespace's or its init's session.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import sys
 from runproc import jsonio
 from runproc.cli import Context
 from runproc.errors import RunprocError
-from runproc.kernel import container_processes, process_alive
+from runproc.container import container_pids
+from runproc.kernel import process_alive
 from runproc.state import StateStore
 
 
@@ -27,7 +28,7 @@ def run(context: Context) -> int:
     container_id = str(context.values["id"])
     with store.lock(container_id) as locked:
         record = store.load(locked)
-        pids = set(container_processes(record.pid, record.start_time))
+        pids = set(container_pids(record))
         if process_alive(record.pid, record.start_time):
             pids.add(record.pid)
     if output_format == "json":

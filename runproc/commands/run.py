@@ -16,7 +16,7 @@ def run(context: Context) -> int:
     store = StateStore(context.root)
     detach = bool(values.get("detach"))
     try:
-        created, host_terminal = create_from_values(store, values, context.log, detach)
+        created, host_terminal = create_from_values(store, values, context.log, detach, context.systemd_cgroup)
     except RunprocError as err:
         raise RunprocError(f"runproc run failed: {err}") from None
     if not detach:

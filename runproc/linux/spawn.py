@@ -30,20 +30,60 @@ _NEED_MAPS = b"m"
 _MAPS_WRITTEN = b"w"
 
 
-def spawn_init(plan: NamespacePlan | None, joined: dict[str, int], run_init: Callable[[], NoReturn]) -> int:
-    """Fork the init (which runs `run_init`) into the container's namespaces; its pid as create sees it."""
-    if plan is None:
-        pid = os.fork()
-    elif not plan.private("user"):
-        pid = namespaces.fork_in_child_namespaces(plan, joined)
-    else:
-        return _spawn_through_stage(plan, joined, run_init)
+def spawn_init(plan: NamespacePlan | None, joined: dict[str, int], run_init: Callable[[], NoReturn],
+               before_run: Callable[[int], None] | None = None) -> int:
+    """Fork the init (which runs `run_init`) into the container's namespaces; its pid as create sees it.
+
+    `before_run(pid)` runs in create while the first child (the init, or the
+    stage that forks it) waits, before it does anything: create puts it into
+    the container's cgroup there, so everything the container does, the
+    init's own setup too, happens inside (runc applies its cgroup to its
+    stage-0 process the same way). If it raises, the child is ended.
+    """
+    hold = _Hold() if before_run is not None else None
+    if plan is not None and plan.private("user"):
+        return _spawn_through_stage(plan, joined, run_init, before_run, hold)
+    pid = os.fork() if plan is None else namespaces.fork_in_child_namespaces(plan, joined)
     if pid == 0:
+        if hold is not None:
+            hold.wait()
         run_init()
+    if hold is not None and before_run is not None:
+        hold.release_after(pid, before_run)
     return pid
 
 
-def _spawn_through_stage(plan: NamespacePlan, joined: dict[str, int], run_init: Callable[[], NoReturn]) -> int:
+class _Hold:
+    """A pipe that keeps a new child waiting until create has done its part."""
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+
+    def wait(self) -> None:
+        """In the child: go on once create says so; end if create gives up (the pipe closes)."""
+        os.close(self.write_end)
+        if os.read(self.read_end, 1) != b"\1":
+            os._exit(1)
+        os.close(self.read_end)
+
+    def release_after(self, pid: int, before_run: Callable[[int], None]) -> None:
+        os.close(self.read_end)
+        try:
+            before_run(pid)
+            os.write(self.write_end, b"\1")
+        except BaseException:
+            os.close(self.write_end)
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            _reap(pid)
+            raise
+        os.close(self.write_end)
+
+
+def _spawn_through_stage(plan: NamespacePlan, joined: dict[str, int], run_init: Callable[[], NoReturn],
+                         before_run: Callable[[int], None] | None, hold: _Hold | None) -> int:
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init comes back to us when the stage exits
     to_stage_r, to_stage_w = os.pipe()
     from_stage_r, from_stage_w = os.pipe()
@@ -52,12 +92,16 @@ def _spawn_through_stage(plan: NamespacePlan, joined: dict[str, int], run_init: 
         try:
             os.close(to_stage_w)
             os.close(from_stage_r)
+            if hold is not None:
+                hold.wait()
             _stage(plan, joined, to_stage_r, from_stage_w, run_init)
         finally:
             os._exit(1)
     os.close(to_stage_r)
     os.close(from_stage_w)
     try:
+        if hold is not None and before_run is not None:
+            hold.release_after(stage, before_run)  # the init, forked by the stage, is born inside
         return _guide_stage(stage, plan, to_stage_w, from_stage_r)
     finally:
         os.close(to_stage_w)

@@ -220,3 +220,71 @@ def mount_setattr(dir_fd: int, path: str, flags: int, attr_set: int, attr_clr: i
     attr = _MountAttr(attr_set, attr_clr, 0, 0)
     _check(_syscall(SYS_MOUNT_SETATTR, ctypes.c_int(dir_fd), _path(path), ctypes.c_uint(flags),
                     ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))))
+
+
+# bpf(2), for the v2 devices controller (runproc.linux.cgroups.devices): load, attach, query, detach.
+SYS_BPF = 321
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_DETACH = 9
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_PROG_QUERY = 16
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6
+BPF_F_ALLOW_MULTI = 2
+_BPF_ATTR_SIZE = 128  # larger than any command's part of union bpf_attr used here; the rest stays zero
+
+
+def _bpf(cmd: int, attr: ctypes.Array) -> int:
+    return _check(_syscall(SYS_BPF, ctypes.c_int(cmd), attr, ctypes.c_uint(_BPF_ATTR_SIZE)))
+
+
+def _bpf_attr(fmt: str, *values: object) -> ctypes.Array:
+    import struct
+
+    return ctypes.create_string_buffer(struct.pack(fmt, *values).ljust(_BPF_ATTR_SIZE, b"\0"), _BPF_ATTR_SIZE)
+
+
+def bpf_prog_load(prog_type: int, instructions: bytes, license: bytes) -> int:
+    """BPF_PROG_LOAD of `instructions` (struct bpf_insn[], 8 bytes each); the program's fd (close-on-exec)."""
+    insns = ctypes.create_string_buffer(instructions, len(instructions))
+    lic = ctypes.create_string_buffer(license)
+    attr = _bpf_attr("<IIQQ", prog_type, len(instructions) // 8, ctypes.addressof(insns), ctypes.addressof(lic))
+    return _bpf(BPF_PROG_LOAD, attr)
+
+
+def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int) -> None:
+    _bpf(BPF_PROG_ATTACH, _bpf_attr("<IIII", target_fd, prog_fd, attach_type, flags))
+
+
+def bpf_prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
+    _bpf(BPF_PROG_DETACH, _bpf_attr("<III", target_fd, prog_fd, attach_type))
+
+
+def bpf_prog_get_fd_by_id(prog_id: int) -> int:
+    return _bpf(BPF_PROG_GET_FD_BY_ID, _bpf_attr("<I", prog_id))
+
+
+def bpf_prog_query(target_fd: int, attach_type: int, capacity: int = 64) -> list[int]:
+    """The ids of the programs attached to `target_fd` for `attach_type`."""
+    import struct
+
+    ids = (ctypes.c_uint32 * capacity)()
+    attr = _bpf_attr("<IIIIQI", target_fd, attach_type, 0, 0, ctypes.addressof(ids), capacity)
+    _bpf(BPF_PROG_QUERY, attr)
+    count = struct.unpack_from("<I", attr.raw, 24)[0]
+    return list(ids[: min(count, capacity)])
+
+
+# inotify(7), for OOM events on cgroup v2 (memory.events); Python has no binding.
+IN_MODIFY = 0x2
+IN_CLOEXEC = os.O_CLOEXEC
+IN_NONBLOCK = os.O_NONBLOCK
+
+
+def inotify_init1(flags: int) -> int:
+    return _check(_libc.inotify_init1(ctypes.c_int(flags)))
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    return _check(_libc.inotify_add_watch(ctypes.c_int(fd), _path(path), ctypes.c_uint32(mask)))

@@ -18,6 +18,7 @@ from runproc.spec.fields import optional, os_string
 from runproc.spec.namespaces import apply_namespaces
 from runproc.spec.plan import ContainerPlan
 from runproc.spec.process import apply_process
+from runproc.spec.resources import parse_cgroup_plan
 from runproc.spec.rootfs import apply_rootfs
 from runproc.spec.security import apply_security
 
@@ -114,6 +115,7 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
         apply_namespaces(config, plan)
         apply_rootfs(config, plan)
         apply_security(config, plan)
+        plan.cgroup = parse_cgroup_plan(config)
     return plan
 
 

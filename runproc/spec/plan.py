@@ -6,6 +6,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from runproc.spec.namespaces import NamespacePlan
     from runproc.spec.hooks import HooksPlan
+    from runproc.spec.resources import CgroupPlan
     from runproc.spec.rootfs import RootfsPlan
     from runproc.spec.security import SecurityPlan
 
@@ -34,6 +35,7 @@ class ContainerPlan:
         "rootfs_setup",
         "security",
         "hooks",
+        "cgroup",
     )
 
     def __init__(self) -> None:
@@ -61,6 +63,7 @@ class ContainerPlan:
         self.rootfs_setup: RootfsPlan | None = None  # mounts, devices, masked/readonly paths, propagation
         self.security: SecurityPlan | None = None  # capabilities, seccomp, LSM labels, oom, scheduling
         self.hooks: HooksPlan | None = None  # OCI hooks (None: config.json has none)
+        self.cgroup: CgroupPlan | None = None  # linux.cgroupsPath and linux.resources (as root, not in host mode)
 
     def hooks_of(self, kind: str) -> list:
         """The hooks of one kind (runproc.spec.hooks.HOOK_KINDS); [] without any."""
