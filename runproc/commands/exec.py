@@ -9,8 +9,8 @@ joins the init's namespaces and root (runproc.setns_init). Errors are
 `exec failed: ...`, exit status 255, as runc's; otherwise exec exits with the
 program's status (128+N for signal N), or at once with --detach.
 
-`--cgroup` is accepted and ignored: runproc does not place processes in
-cgroups yet (README, Limitations). Safety (the CVE-2019-5736 class): exec is
+The process joins the container's cgroup before it enters anything else;
+`--cgroup` (a sub-cgroup to join) is accepted and ignored. Safety (the CVE-2019-5736 class): exec is
 not dumpable from its start, so its child, which lives in the container's
 pid namespace until it execs, shows no /proc files (exe, fds, memory) to the
 container's processes, and it holds no fd of the host but its stdio.
@@ -37,6 +37,7 @@ MAX_PROCESS_FILE = 4 << 20
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from runproc.linux.cgroups import Cgroup
     from typing import NoReturn
 
 
@@ -69,8 +70,9 @@ def _exec(context: Context) -> int:
         plan = _plan(config, host_env, record.bundle, values, euid)
         terminal.check_flags(plan.terminal, detach, socket_path)
         entry = enter.open_container(record.pid, record.start_time)
+        cgroup = record.cgroup
     store.close()
-    return _spawn(plan, entry, socket_path, detach, pid_file, preserve_fds, euid)
+    return _spawn(plan, entry, socket_path, detach, pid_file, preserve_fds, euid, cgroup)
 
 
 def _plan(config: dict, host_env: bool, bundle: str, values: dict, euid: int) -> ContainerPlan:
@@ -107,7 +109,7 @@ def _read_process_file(path: str) -> object:
 
 
 def _spawn(plan: ContainerPlan, entry: enter.ContainerEntry, socket_path: str | None, detach: bool,
-           pid_file: str | None, preserve_fds: int, euid: int) -> int:
+           pid_file: str | None, preserve_fds: int, euid: int, cgroup: Cgroup | None) -> int:
     """Fork the child into the container, wait for its exec (or its error), then for its exit."""
     host_terminal = None
     console = None
@@ -135,7 +137,7 @@ def _spawn(plan: ContainerPlan, entry: enter.ContainerEntry, socket_path: str | 
         close_fds_except(keep)
         pid = enter.fork_inside(entry)
         if pid == 0:
-            _child(plan, ExecChannels(report_w, console, entry), preserve_fds, euid)
+            _child(plan, ExecChannels(report_w, console, entry), preserve_fds, euid, cgroup)
         os.close(report_w)
     finally:
         entry.close()
@@ -158,8 +160,17 @@ def _spawn(plan: ContainerPlan, entry: enter.ContainerEntry, socket_path: str | 
     return foreground.wait(pid, host_terminal)
 
 
-def _child(plan: ContainerPlan, channels: ExecChannels, preserve_fds: int, euid: int) -> NoReturn:
+def _child(plan: ContainerPlan, channels: ExecChannels, preserve_fds: int, euid: int,
+           cgroup: Cgroup | None) -> NoReturn:
     try:
+        if cgroup is not None:
+            # Into the container's cgroup first, while the host's cgroupfs is still ours to write
+            # ("0" is the writer itself), as runc places its exec'd process before it runs.
+            try:
+                cgroup.join(0)
+            except RunprocError as err:
+                os.write(channels.report, err.message.encode(errors="replace"))
+                os._exit(1)
         exec_in_container(plan, channels, preserve_fds, euid)
     finally:
         os._exit(1)

@@ -115,7 +115,8 @@ def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> Co
         apply_namespaces(config, plan)
         apply_rootfs(config, plan)
         apply_security(config, plan)
-        plan.cgroup = parse_cgroup_plan(config)
+        if euid == 0:  # a rootless container gets no cgroup (README, Limitations)
+            plan.cgroup = parse_cgroup_plan(config)
     return plan
 
 
