@@ -41,10 +41,9 @@ if TYPE_CHECKING:  # these import grpc, which may be missing (then the suite is 
 CRI_DIR = Path(__file__).resolve().parent
 REPO = CRI_DIR.parents[1]
 
-# The CRI runtime handlers every case runs with. runproc does not isolate yet (no
-# namespaces), so only runc for now; add "runproc" here to run every case with it too.
-HANDLERS = ["runc"]
-# RUNPROC_CRI_HANDLERS=runc,runproc overrides the list for one run (to try runproc early).
+# The CRI runtime handlers every case runs with: runproc, and runc beside it as the control.
+HANDLERS = ["runc", "runproc"]
+# RUNPROC_CRI_HANDLERS=runproc (say) overrides the list for one run.
 ACTIVE_HANDLERS = [h for h in os.environ.get("RUNPROC_CRI_HANDLERS", "").split(",") if h] or HANDLERS
 
 # Debian packages the suite needs besides TEST_PACKAGES (installed if missing, idempotent).
