@@ -49,6 +49,26 @@ _UPDATE_OPTIONS: Options = {
 }
 
 
+# runc's checkpoint/restore flags: accepted so that the error is the one below, not a flag error.
+_CRIU_OPTIONS: Options = {
+    "--image-path": ("image_path", True),
+    "--work-path": ("work_path", True),
+    "--parent-path": ("parent_path", True),
+    "--leave-running": ("leave_running", False),
+    "--tcp-established": ("tcp_established", False),
+    "--ext-unix-sk": ("ext_unix_sk", False),
+    "--shell-job": ("shell_job", False),
+    "--lazy-pages": ("lazy_pages", False),
+    "--status-fd": ("status_fd", True),
+    "--page-server": ("page_server", True),
+    "--file-locks": ("file_locks", False),
+    "--pre-dump": ("pre_dump", False),
+    "--manage-cgroups-mode": ("manage_cgroups_mode", True),
+    "--empty-ns": ("empty_ns", True),
+    "--auto-dedup": ("auto_dedup", False),
+}
+
+
 class CommandSpec:
     """What one subcommand accepts: its flags and its positional arguments.
 
@@ -135,6 +155,11 @@ COMMANDS: dict[str, CommandSpec] = {
         1,
     ),
     "features": CommandSpec("print what this runtime supports, as JSON", {}, (), 0),
+    "checkpoint": CommandSpec("not supported: runproc has no CRIU support", _CRIU_OPTIONS, ("id",), 1),
+    "restore": CommandSpec("not supported: runproc has no CRIU support",
+                           {**_CRIU_OPTIONS, **_CREATE_OPTIONS, "--detach": ("detach", False), "-d": ("detach", False),
+                            "--no-subreaper": ("no_subreaper", False), "--lsm-profile": ("lsm_profile", True),
+                            "--lsm-mount-context": ("lsm_mount_context", True)}, ("id",), 1),
     "spec": CommandSpec(
         "write runc's default config.json into the bundle",
         {"--bundle": ("bundle", True), "-b": ("bundle", True), "--rootless": ("rootless", False)},
