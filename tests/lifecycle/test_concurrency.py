@@ -31,7 +31,10 @@ from runproc_testlib import MakeBundle, Runproc
 
 WORKERS = 8
 OPS_PER_WORKER = 150
-SHARED_IDS = [f"c{n}" for n in range(5)]  # every worker uses these: collisions all the time
+# Every worker uses these: collisions all the time. Unique to this run: a container's default
+# cgroup is named by its id alone (as runc's), so another run's c0 would be ours too.
+RUN_TAG = uuid.uuid4().hex[:8]
+SHARED_IDS = [f"c{RUN_TAG}-{n}" for n in range(5)]
 EXIT_CODE = 7  # what the program exits with when nobody signals it
 KILLING_OPS = ("kill", "delete", "delete-force")
 
@@ -52,7 +55,7 @@ class Op:
 def plan_ops(rng: random.Random, worker: int, bundle: Path, pid_dir: Path) -> list[Op]:
     ops = []
     for n in range(OPS_PER_WORKER):
-        container = rng.choice(SHARED_IDS) if rng.random() < 0.8 else f"w{worker}-{n}"
+        container = rng.choice(SHARED_IDS) if rng.random() < 0.8 else f"w{RUN_TAG}-{worker}-{n}"
         name = rng.choice(["create", "create", "start", "start", "kill", "delete", "delete-force", "state",
                            "run", "run-detach"])
         argv = {
