@@ -173,23 +173,33 @@ def _scope_properties(node: SystemdNode) -> dict[str, str]:
     return dict(line.split("=", 1) for line in shown.stdout.splitlines() if "=" in line)
 
 
-def test_systemd_cgroup_scope(systemd_node: SystemdNode, installed: tuple[InstallRun, InstallRun],
-                              tmp_path: Path) -> None:  # fmt: skip
-    """runproc's systemd driver against the node's systemd: a transient scope, limited, then stopped."""
-    node, bundle = systemd_node, "/tmp/runproc-sd-bundle"
-    runproc = ["/usr/local/bin/runproc", "--systemd-cgroup"]
-    spec = json.loads(subprocess.run([str(runproc_path()), "spec", "--bundle", str(tmp_path)], check=True,
-                                     capture_output=True, text=True).stdout or (tmp_path / "config.json").read_text())
+def _node_bundle(node: SystemdNode, tmp_path: Path, bundle: str) -> None:
+    """A busybox bundle in the node whose cgroup is the scope runproc-test-x1 in system.slice."""
+    subprocess.run([str(runproc_path()), "spec", "--bundle", str(tmp_path)], check=True, capture_output=True)
+    spec = json.loads((tmp_path / "config.json").read_text())
     spec["process"].update(terminal=False, args=["/bin/busybox", "sleep", "3600"])
     spec["linux"]["cgroupsPath"] = "system.slice:runproc-test:x1"
     spec["linux"]["resources"] = {"memory": {"limit": MEMORY_LIMIT}, "pids": {"limit": 50}}
     (tmp_path / "config.json").write_text(json.dumps(spec))
     node.copy_in(tmp_path / "config.json", f"{bundle}/config.json", mode=0o644)
     node.run(["sh", "-c", f"mkdir -p {bundle}/rootfs/bin && cp /bin/busybox {bundle}/rootfs/bin/busybox"])
+
+
+def _run_detached(node: SystemdNode, bundle: str, container_id: str) -> subprocess.CompletedProcess[str]:
+    # The container keeps its stdio: a file, not node.run's pipes (which would wait for it).
+    script = 'timeout 60 "$@" </dev/null >/tmp/runproc-sd.out 2>&1; s=$?; cat /tmp/runproc-sd.out; exit $s'
+    return node.run(["sh", "-c", script, "run", "/usr/local/bin/runproc", "--systemd-cgroup", "run", "-d",
+                     "--bundle", bundle, container_id], check=False)  # fmt: skip
+
+
+def test_systemd_cgroup_scope(systemd_node: SystemdNode, installed: tuple[InstallRun, InstallRun],
+                              tmp_path: Path) -> None:  # fmt: skip
+    """runproc's systemd driver against the node's systemd: a transient scope, limited, then stopped."""
+    node, bundle = systemd_node, "/tmp/runproc-sd-bundle"
+    runproc = ["/usr/local/bin/runproc", "--systemd-cgroup"]
+    _node_bundle(node, tmp_path, bundle)
     try:
-        # The container keeps its stdio: files, not node.run's pipes (which would wait for it).
-        started = node.run(["sh", "-c", 'timeout 60 "$@" </dev/null >/tmp/x1.out 2>&1; s=$?; cat /tmp/x1.out; exit $s',
-                            "run", *runproc, "run", "-d", "--bundle", bundle, "x1"], check=False)  # fmt: skip
+        started = _run_detached(node, bundle, "x1")
         assert started.returncode == 0, started.stdout
         props = _scope_properties(node)
         assert props["ActiveState"] == "active", props
@@ -207,3 +217,24 @@ def test_systemd_cgroup_scope(systemd_node: SystemdNode, installed: tuple[Instal
     props = _scope_properties(node)
     assert props["LoadState"] == "not-found" and props["ActiveState"] == "inactive", props
     assert node.run(["test", "-e", f"/sys/fs/cgroup/memory/system.slice/{SCOPE}"], check=False).returncode != 0
+
+
+def test_systemd_cgroup_scope_that_exists_is_refused_and_kept(
+    systemd_node: SystemdNode, installed: tuple[InstallRun, InstallRun], tmp_path: Path
+) -> None:
+    """A second container with the same scope fails as runc 1.1.x ("unit ... already exists") and
+    leaves the first one's scope running; the second's delete does not stop it either."""
+    node, bundle = systemd_node, "/tmp/runproc-sd-bundle2"
+    runproc = ["/usr/local/bin/runproc", "--systemd-cgroup"]
+    _node_bundle(node, tmp_path, bundle)
+    try:
+        assert _run_detached(node, bundle, "first").returncode == 0
+        second = _run_detached(node, bundle, "second")
+        assert second.returncode != 0 and f"unit {SCOPE} already exists" in second.stdout, second.stdout
+        node.run([*runproc, "delete", "--force", "second"], check=False)
+        assert _scope_properties(node)["ActiveState"] == "active"
+        pid = json.loads(node.run([*runproc, "state", "first"]).stdout)["pid"]
+        assert process_cgroups(node, pid)["name=systemd"] == f"/system.slice/{SCOPE}"
+    finally:
+        node.run([*runproc, "delete", "--force", "first"], check=False)
+    assert _scope_properties(node)["LoadState"] == "not-found"

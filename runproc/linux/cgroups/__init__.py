@@ -349,7 +349,12 @@ def setup(layout: Layout, cgroup: Cgroup, plan: CgroupPlan, pid: int, record_pla
 
         # As runc's systemd managers: the unit first (systemd puts `pid` in it), then the fs driver
         # for the hierarchies and settings systemd leaves alone.
-        systemd.start_unit(cgroup.unit, cgroup.slice, pid, plan.resources, cgroup.version)
+        try:
+            systemd.start_unit(cgroup.unit, cgroup.slice, pid, plan.resources, cgroup.version)
+        except systemd.UnitExistsError:
+            cgroup.unit = None  # not ours: neither this create's clean-up nor a delete may stop it
+            record_plan(cgroup.missing(layout))
+            raise
     cgroup.make(layout)
     apply_resources(cgroup, plan.resources, plan.devices, "linux.resources")
     cgroup.join(pid)

@@ -35,6 +35,10 @@ NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 Property = tuple[str, tuple[str, object]]  # (name, (D-Bus signature, value)): systemd's a(sv)
 
 
+class UnitExistsError(RunprocError):
+    """The scope is there and active: someone else's, which create must not stop on its way out."""
+
+
 def connect() -> DBusConnection:
     if os.geteuid() != 0:
         raise RunprocError("systemd cgroup driver: rootless use (systemd's user bus) is not supported by runproc")
@@ -104,7 +108,7 @@ def start_unit(unit: str, slice_name: str, pid: int, resources: Resources, versi
                 if retry:
                     _reset_failed(conn, unit)
                     continue
-                raise RunprocError(f"systemd: unit {unit} already exists") from None
+                raise UnitExistsError(f"systemd: unit {unit} already exists") from None
             if result == "done":
                 return
             _reset_failed(conn, unit)
