@@ -2,7 +2,7 @@
 
 Everything listed comes from the tables the spec step itself accepts, so the
 output cannot claim more than create does. What runproc does not do yet is
-marked false (the systemd cgroup driver, AppArmor, SELinux).
+marked false (the systemd cgroup driver for rootless users, AppArmor, SELinux).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def features() -> dict:
         "linux": {
             "namespaces": sorted(NAMESPACE_TYPES),
             "capabilities": sorted(CAPABILITIES, key=CAPABILITIES.__getitem__),
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False},
             "seccomp": {
                 "enabled": True,
                 "actions": sorted(ACTIONS),

@@ -38,6 +38,6 @@ def test_features_lists_what_runc_lists_where_runproc_does_it(runproc: Runproc, 
 
 def test_features_claims_nothing_runproc_lacks(runproc: Runproc) -> None:
     ours = features(runproc)
-    # The fs drivers for v1 and v2, not systemd's (runproc.linux.cgroups).
-    assert ours["linux"]["cgroup"] == {"v1": True, "v2": True, "systemd": False, "systemdUser": False}
+    # The fs drivers for v1 and v2 and systemd's on the system bus, not the user's (runproc.linux.cgroups).
+    assert ours["linux"]["cgroup"] == {"v1": True, "v2": True, "systemd": True, "systemdUser": False}
     assert ours["linux"]["apparmor"] == {"enabled": False} and ours["linux"]["selinux"] == {"enabled": False}

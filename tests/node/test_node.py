@@ -11,10 +11,10 @@ SystemdCgroup must match it):
   systemd driver (what install.sh sets up on Kind) and with cgroupfs
   (install.sh --systemd-cgroup false).
 * ``PLACEMENT_CASES``: the container is in the cgroup the driver prescribes (a systemd
-  scope in the Pod's slice, or the cgroupfs path). Only runc today: runproc accepts
-  ``--systemd-cgroup`` but creates no cgroup yet, so its containers stay in
-  containerd.service's cgroup. Add ("runproc", "systemd") and ("runproc", "cgroupfs")
-  when cgroup support lands.
+  scope in the Pod's slice, active per systemctl, or the cgroupfs path), for runc and for
+  runproc with either driver.
+* ``test_systemd_cgroup_scope``: ``runproc --systemd-cgroup run`` straight on the node: the
+  transient scope with its memory limit, the process in it, gone after delete.
 
 ``RUNPROC_NODE_CASES=runproc/systemd,runproc/cgroupfs`` adds pairs to both for one run.
 """
@@ -24,14 +24,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import tomllib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from node_cri import KIND_CONTAINERD_CONFIG, NodePodFactory, expected_cgroup, process_cgroups
 from node_install import InstallRun, run_install_sh
 from node_machine import SystemdNode
+from runproc_testlib import runproc_path
 
 if TYPE_CHECKING:
     from cri_client import CriClient
@@ -41,7 +44,8 @@ pytestmark = pytest.mark.timeout(900)  # the first test's setup may debootstrap 
 CRI_PLUGIN = "io.containerd.grpc.v1.cri"
 EXTRA_CASES = [tuple(c.split("/", 1)) for c in os.environ.get("RUNPROC_NODE_CASES", "").split(",") if c]
 POD_CASES = list(dict.fromkeys([("runc", "systemd"), ("runproc", "systemd"), ("runproc", "cgroupfs"), *EXTRA_CASES]))
-PLACEMENT_CASES = list(dict.fromkeys([("runc", "systemd"), *EXTRA_CASES]))
+PLACEMENT_CASES = list(dict.fromkeys([("runc", "systemd"), ("runproc", "systemd"), ("runproc", "cgroupfs"),
+                                      *EXTRA_CASES]))
 RUNPROC_BLOCK_HEADER = re.compile(r'^\s*\[plugins\."io\.containerd\.grpc\.v1\.cri"\.containerd\.runtimes\.runproc\]',
                                   re.M)  # fmt: skip
 
@@ -103,11 +107,11 @@ def test_install_sh_twice_merges_runproc_with_the_systemd_driver(
     assert "runproc.host" in runtimes["runproc"]["pod_annotations"]
     version = systemd_node.run(["/usr/local/bin/runproc", "--version"]).stdout
     assert "runproc" in version, version
-    # install.sh warns while the binary lacks the systemd driver (its `features` says so).
+    # install.sh warns only for a binary without the systemd driver: runproc has it now.
     features = json.loads(systemd_node.run(["/usr/local/bin/runproc", "features"]).stdout)
-    lacks_driver = features["linux"]["cgroup"]["systemd"] is False
+    assert features["linux"]["cgroup"]["systemd"] is True, features["linux"]["cgroup"]
     for run in installed:
-        assert ("does not implement it yet" in run.stderr) == lacks_driver, run.stderr
+        assert "does not implement it yet" not in run.stderr, run.stderr
 
 
 def test_install_sh_restarts_containerd_past_systemds_start_limit(
@@ -158,3 +162,79 @@ def test_container_in_the_drivers_cgroup(
     if driver == "systemd":
         scope = f"cri-containerd-{container.id}.scope"
         assert systemd_node.run(["systemctl", "is-active", scope]).stdout.strip() == "active"
+
+
+SCOPE = "runproc-test-x1.scope"
+MEMORY_LIMIT = 64 * 1024 * 1024
+
+
+def _scope_properties(node: SystemdNode) -> dict[str, str]:
+    shown = node.run(["systemctl", "show", "-p", "LoadState,ActiveState,MemoryMax,MemoryLimit,Delegate", SCOPE])
+    return dict(line.split("=", 1) for line in shown.stdout.splitlines() if "=" in line)
+
+
+def _node_bundle(node: SystemdNode, tmp_path: Path, bundle: str) -> None:
+    """A busybox bundle in the node whose cgroup is the scope runproc-test-x1 in system.slice."""
+    subprocess.run([str(runproc_path()), "spec", "--bundle", str(tmp_path)], check=True, capture_output=True)
+    spec = json.loads((tmp_path / "config.json").read_text())
+    spec["process"].update(terminal=False, args=["/bin/busybox", "sleep", "3600"])
+    spec["linux"]["cgroupsPath"] = "system.slice:runproc-test:x1"
+    spec["linux"]["resources"] = {"memory": {"limit": MEMORY_LIMIT}, "pids": {"limit": 50}}
+    (tmp_path / "config.json").write_text(json.dumps(spec))
+    node.copy_in(tmp_path / "config.json", f"{bundle}/config.json", mode=0o644)
+    node.run(["sh", "-c", f"mkdir -p {bundle}/rootfs/bin && cp /bin/busybox {bundle}/rootfs/bin/busybox"])
+
+
+def _run_detached(node: SystemdNode, bundle: str, container_id: str) -> subprocess.CompletedProcess[str]:
+    # The container keeps its stdio: a file, not node.run's pipes (which would wait for it).
+    script = 'timeout 60 "$@" </dev/null >/tmp/runproc-sd.out 2>&1; s=$?; cat /tmp/runproc-sd.out; exit $s'
+    return node.run(["sh", "-c", script, "run", "/usr/local/bin/runproc", "--systemd-cgroup", "run", "-d",
+                     "--bundle", bundle, container_id], check=False)  # fmt: skip
+
+
+def test_systemd_cgroup_scope(systemd_node: SystemdNode, installed: tuple[InstallRun, InstallRun],
+                              tmp_path: Path) -> None:  # fmt: skip
+    """runproc's systemd driver against the node's systemd: a transient scope, limited, then stopped."""
+    node, bundle = systemd_node, "/tmp/runproc-sd-bundle"
+    runproc = ["/usr/local/bin/runproc", "--systemd-cgroup"]
+    _node_bundle(node, tmp_path, bundle)
+    try:
+        started = _run_detached(node, bundle, "x1")
+        assert started.returncode == 0, started.stdout
+        props = _scope_properties(node)
+        assert props["ActiveState"] == "active", props
+        assert props["Delegate"] == "yes", props
+        assert str(MEMORY_LIMIT) in (props.get("MemoryMax"), props.get("MemoryLimit")), props
+        pid = json.loads(node.run([*runproc, "state", "x1"]).stdout)["pid"]
+        cgroups = process_cgroups(node, pid)
+        for hierarchy in ("name=systemd", "memory", "pids"):
+            assert cgroups.get(hierarchy) == f"/system.slice/{SCOPE}", cgroups
+        limit = node.read_text(f"/sys/fs/cgroup/memory/system.slice/{SCOPE}/memory.limit_in_bytes").strip()
+        assert limit == str(MEMORY_LIMIT)
+        assert node.read_text(f"/sys/fs/cgroup/pids/system.slice/{SCOPE}/pids.max").strip() == "50"
+    finally:
+        node.run([*runproc, "delete", "--force", "x1"], check=False)
+    props = _scope_properties(node)
+    assert props["LoadState"] == "not-found" and props["ActiveState"] == "inactive", props
+    assert node.run(["test", "-e", f"/sys/fs/cgroup/memory/system.slice/{SCOPE}"], check=False).returncode != 0
+
+
+def test_systemd_cgroup_scope_that_exists_is_refused_and_kept(
+    systemd_node: SystemdNode, installed: tuple[InstallRun, InstallRun], tmp_path: Path
+) -> None:
+    """A second container with the same scope fails as runc 1.1.x ("unit ... already exists") and
+    leaves the first one's scope running; the second's delete does not stop it either."""
+    node, bundle = systemd_node, "/tmp/runproc-sd-bundle2"
+    runproc = ["/usr/local/bin/runproc", "--systemd-cgroup"]
+    _node_bundle(node, tmp_path, bundle)
+    try:
+        assert _run_detached(node, bundle, "first").returncode == 0
+        second = _run_detached(node, bundle, "second")
+        assert second.returncode != 0 and f"unit {SCOPE} already exists" in second.stdout, second.stdout
+        node.run([*runproc, "delete", "--force", "second"], check=False)
+        assert _scope_properties(node)["ActiveState"] == "active"
+        pid = json.loads(node.run([*runproc, "state", "first"]).stdout)["pid"]
+        assert process_cgroups(node, pid)["name=systemd"] == f"/system.slice/{SCOPE}"
+    finally:
+        node.run([*runproc, "delete", "--force", "first"], check=False)
+    assert _scope_properties(node)["LoadState"] == "not-found"

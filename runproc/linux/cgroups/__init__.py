@@ -93,25 +93,30 @@ def expand_slice(slice_name: str) -> str:
     return path
 
 
-def inner_path(configured: str, container_id: str, systemd: bool) -> str:
-    """The container's cgroup below a hierarchy's root (absolute) or below our own cgroup (relative).
+def inner_path(configured: str, container_id: str) -> str:
+    """The fs driver's: the container's cgroup below a hierarchy's root (absolute) or below our own
+    cgroup (relative): the cleaned linux.cgroupsPath; unset, the relative path `<id>` (runc 1.1)."""
+    from runproc.spec.resources import clean_path
 
-    As runc 1.1's fs driver: the cleaned linux.cgroupsPath; unset, the relative
-    path `<id>`. With --systemd-cgroup, `slice:prefix:name`: runc needs systemd
-    as PID 1 and fails without; with it, runproc (whose systemd driver is to
-    come) makes the scope's directory where systemd would, with the fs driver.
-    """
-    from runproc.spec.resources import clean_path, systemd_unit
+    return clean_path(configured) if configured else container_id
 
-    if not systemd:
-        return clean_path(configured) if configured else container_id
+
+def systemd_placement(configured: str, container_id: str) -> tuple[str, str, str]:
+    """--systemd-cgroup's `slice:prefix:name`: (slice, unit, the unit's cgroup path). runc needs
+    systemd as PID 1 and fails without; the unit goes where systemd puts it (runproc.linux.cgroups.systemd
+    starts it)."""
+    from runproc.spec.resources import systemd_unit
+
     slice_name, prefix, name = systemd_unit(configured, container_id)
     if not systemd_running():
         raise RunprocError("systemd not running on this host, cannot use systemd cgroups manager")
     unit = name if name.endswith(".slice") else f"{prefix}-{name}.scope" if prefix else f"{name}.scope"
     if "/" in unit:
         raise RunprocError(f"invalid systemd unit name: {unit}")
-    return f"{expand_slice(slice_name or 'system.slice')}/{unit}"
+    slice_name = slice_name or "system.slice"
+    if unit.endswith(".slice"):  # runc: a slice unit is its own path, its parent the given slice
+        return slice_name, unit, f"{expand_slice(unit)}"
+    return slice_name, unit, f"{expand_slice(slice_name)}/{unit}"
 
 
 def _under(mountpoint: str, below: str) -> str:
@@ -154,15 +159,21 @@ def container_paths(layout: Layout, inner: str) -> dict[str, str]:
 class Cgroup:
     """The container's cgroup as create recorded it: one directory per hierarchy, and what create made."""
 
-    __slots__ = ("version", "paths", "created")
+    __slots__ = ("version", "paths", "created", "unit", "slice")
 
-    def __init__(self, version: int, paths: dict[str, str], created: list[str] | None = None) -> None:
+    def __init__(self, version: int, paths: dict[str, str], created: list[str] | None = None,
+                 unit: str | None = None) -> None:
         self.version = version  # 1 (v1 or hybrid) or 2 (unified)
         self.paths = paths
         self.created = created if created is not None else []  # parents first
+        self.unit = unit  # --systemd-cgroup: the systemd unit create started (delete stops it)
+        self.slice = ""  # and its slice (create's business only)
 
     def to_json(self) -> dict:
-        return {"version": self.version, "paths": self.paths, "created": self.created}
+        data = {"version": self.version, "paths": self.paths, "created": self.created}
+        if self.unit is not None:
+            data["unit"] = self.unit
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> Cgroup:
@@ -177,7 +188,10 @@ class Cgroup:
                 raise ValueError(f"cgroup: {path!r} is not a path under {CGROUP_ROOT}")
         if not all(isinstance(key, str) for key in paths):
             raise ValueError("cgroup: controller names are not strings")
-        return cls(data["version"], paths, created)
+        unit = data.get("unit")
+        if unit is not None and (not isinstance(unit, str) or "/" in unit or not unit.endswith((".scope", ".slice"))):
+            raise ValueError(f"cgroup: {unit!r} is not a systemd unit name")
+        return cls(data["version"], paths, created, unit)
 
     def unique_paths(self) -> list[str]:
         """Each directory once (co-mounted controllers share one), in runc's order."""
@@ -205,7 +219,7 @@ class Cgroup:
                 current = f"{current}/{part}"
                 if current not in planned and not os.path.isdir(current):
                     planned.append(current)
-        return Cgroup(self.version, self.paths, planned)
+        return Cgroup(self.version, self.paths, planned, self.unit)
 
     def make(self, layout: Layout) -> None:
         """mkdir every directory that is missing (parents too), remembering each one made."""
@@ -265,7 +279,12 @@ class Cgroup:
             return False
 
     def remove(self) -> None:
-        """rmdir what create made, deepest first; a directory someone else now uses stays."""
+        """Stop the systemd unit if create started one (systemd removes its directories), then rmdir
+        what create made, deepest first; a directory someone else now uses stays."""
+        if self.unit is not None:
+            from runproc.linux.cgroups import systemd
+
+            systemd.stop_unit(self.unit)
         for path in reversed(self.created):
             _rmdir_retrying(path, leaf=path in self.paths.values())
 
@@ -299,7 +318,12 @@ def prepare(plan: CgroupPlan, container_id: str, systemd: bool) -> tuple[Layout,
     layout = detect_layout()
     if not layout.unified and not layout.v1_mounts:
         raise RunprocError("cgroup: no cgroup hierarchy is mounted under /sys/fs/cgroup")
-    cgroup = Cgroup(2 if layout.unified else 1, container_paths(layout, inner_path(plan.path, container_id, systemd)))
+    if systemd:
+        slice_name, unit, inner = systemd_placement(plan.path, container_id)
+    else:
+        slice_name, unit, inner = "", None, inner_path(plan.path, container_id)
+    cgroup = Cgroup(2 if layout.unified else 1, container_paths(layout, inner), unit=unit)
+    cgroup.slice = slice_name
     resources = plan.resources
     if cgroup.version == 1 and resources.unified is not None:
         raise RunprocError("linux.resources.unified: invalid configuration: cannot use unified on cgroup v1")
@@ -320,6 +344,17 @@ def setup(layout: Layout, cgroup: Cgroup, plan: CgroupPlan, pid: int, record_pla
     if cgroup.exists() and cgroup.frozen():  # checked under the container's lock: no delete of its id is running
         raise RunprocError(f"container's cgroup unexpectedly frozen: {cgroup.freezer_dir}")
     record_plan(cgroup.missing(layout))
+    if cgroup.unit is not None:
+        from runproc.linux.cgroups import systemd
+
+        # As runc's systemd managers: the unit first (systemd puts `pid` in it), then the fs driver
+        # for the hierarchies and settings systemd leaves alone.
+        try:
+            systemd.start_unit(cgroup.unit, cgroup.slice, pid, plan.resources, cgroup.version)
+        except systemd.UnitExistsError:
+            cgroup.unit = None  # not ours: neither this create's clean-up nor a delete may stop it
+            record_plan(cgroup.missing(layout))
+            raise
     cgroup.make(layout)
     apply_resources(cgroup, plan.resources, plan.devices, "linux.resources")
     cgroup.join(pid)
