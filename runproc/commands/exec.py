@@ -9,8 +9,8 @@ joins the init's namespaces and root (runproc.setns_init). Errors are
 `exec failed: ...`, exit status 255, as runc's; otherwise exec exits with the
 program's status (128+N for signal N), or at once with --detach.
 
-The process joins the container's cgroup before it enters anything else;
-`--cgroup` (a sub-cgroup to join) is accepted and ignored. Safety (the CVE-2019-5736 class): exec is
+The process joins the container's cgroup before it enters anything else, or
+the existing sub-cgroups `--cgroup [<controller>:]<path>` names, as runc's. Safety (the CVE-2019-5736 class): exec is
 not dumpable from its start, so its child, which lives in the container's
 pid namespace until it execs, shows no /proc files (exe, fds, memory) to the
 container's processes, and it holds no fd of the host but its stdio.
@@ -71,6 +71,11 @@ def _exec(context: Context) -> int:
         terminal.check_flags(plan.terminal, detach, socket_path)
         entry = enter.open_container(record.pid, record.start_time)
         cgroup = record.cgroup
+        subs = values.get("cgroup")
+        if isinstance(subs, list) and subs:
+            if cgroup is None:
+                raise RunprocError("--cgroup: the container has no cgroup (rootless or host mode)")
+            cgroup = cgroup.with_sub_cgroups(subs)
     store.close()
     return _spawn(plan, entry, socket_path, detach, pid_file, preserve_fds, euid, cgroup)
 

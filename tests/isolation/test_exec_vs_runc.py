@@ -267,3 +267,30 @@ def test_user_namespace(start: Start, user: tuple[str, ...]) -> None:
         assert running.exec("readlink", "/proc/self/ns/user").stdout.strip() == \
             os.readlink(f"/proc/{running.pid()}/ns/user")
 
+
+
+
+def test_exec_into_sub_cgroups(start: Start) -> None:
+    """--cgroup [<controller>:]<path>: the exec'd process joins an existing sub-cgroup, as runc's."""
+    made: list[Path] = []
+    try:
+        both = start()
+        for running in both:
+            for line in Path(f"/proc/{running.pid()}/cgroup").read_text().splitlines():
+                _, controllers, path = line.split(":", 2)
+                if controllers in ("memory", "pids"):
+                    sub = Path(f"/sys/fs/cgroup/{controllers}{path}/probe-sub")
+                    sub.mkdir(exist_ok=True)
+                    made.append(sub)
+        # Each runtime's container cgroup has its own path: keep only whether it is the sub-cgroup.
+        script = "grep -E ':(memory|pids):' /proc/self/cgroup | sed -E 's#:/.*/probe-sub$#:<c>/probe-sub#; s#:/[^<]*$#:<c>#'"
+        for flags in (("--cgroup", "memory:probe-sub"), ("--cgroup", "memory:probe-sub", "--cgroup", "pids:probe-sub")):
+            result = same([running.exec("sh", "-c", script, flags=flags) for running in both])
+            assert "memory:" in result.stdout and "probe-sub" in result.stdout, result.stdout
+        refused = [running.exec("true", flags=("--cgroup", "memory:no-such-sub")) for running in both]
+        assert refused[0].returncode != 0 and refused[1].returncode != 0
+        assert "no-such-sub" in refused[1].stderr
+    finally:
+        for sub in made:
+            with contextlib.suppress(OSError):
+                sub.rmdir()

@@ -193,6 +193,29 @@ class Cgroup:
             raise ValueError(f"cgroup: {unit!r} is not a systemd unit name")
         return cls(data["version"], paths, created, unit)
 
+    def with_sub_cgroups(self, specs: list[str]) -> Cgroup:
+        """exec --cgroup [<controller>:]<path>: the same cgroup with those (existing) sub-cgroups
+        joined instead, for every hierarchy or for the named controller's (runc's rules)."""
+        paths = dict(self.paths)
+        for spec in specs:
+            controller, sep, sub = spec.partition(":")
+            if not sep:
+                controller, sub = "", spec
+            sub = sub.strip("/")
+            if not sub or ".." in sub.split("/"):
+                raise RunprocError(f"--cgroup {spec!r}: not a sub-cgroup path")
+            if controller and self.version == 2:
+                raise RunprocError(f"--cgroup {spec!r}: a controller name has no meaning on cgroup v2")
+            keys = [key for key in paths if not controller or controller in key.split(",")]
+            if not keys:
+                raise RunprocError(f"--cgroup {spec!r}: the container has no {controller} cgroup")
+            for key in keys:
+                target = os.path.join(self.paths[key], sub)
+                if not os.path.isdir(target):
+                    raise RunprocError(f"--cgroup {spec!r}: {target} does not exist")
+                paths[key] = target
+        return Cgroup(self.version, paths)
+
     def unique_paths(self) -> list[str]:
         """Each directory once (co-mounted controllers share one), in runc's order."""
         return list(dict.fromkeys(self.paths.values()))
