@@ -132,3 +132,15 @@ def remove_flat_dir(parent_fd: int, name: str) -> None:
         os.rmdir(name, dir_fd=parent_fd)
     except FileNotFoundError:
         pass
+
+
+def read_at_most(fd: int, limit: int) -> bytes | None:
+    """The rest of the file, or None past `limit` bytes (a file may grow while it is read)."""
+    chunks = []
+    size = 0
+    while chunk := os.read(fd, 1 << 16):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -26,7 +26,7 @@ import time
 
 from runproc import OCI_VERSION, jsonio
 from runproc.errors import ContainerNotFound, RunprocError
-from runproc.fsutil import open_dir_nofollow, os_error_text, remove_flat_dir, write_file_atomic
+from runproc.fsutil import open_dir_nofollow, os_error_text, read_at_most, remove_flat_dir, write_file_atomic
 from runproc.kernel import process_alive
 from runproc.stateroot import STAGING_PREFIX, check_private, open_root, staging_name, sweep_stale
 
@@ -396,18 +396,14 @@ def _read_private(locked: LockedContainer, name: str, what: str, limit: int) -> 
         raise RunprocError(f"cannot read {what} {path}: {os_error_text(err)}") from None
     try:
         check_private(os.fstat(fd), path, what, want_dir=False)
-        chunks = []
-        size = 0
-        while chunk := os.read(fd, 1 << 16):
-            size += len(chunk)
-            if size > limit:
-                raise RunprocError(f"corrupt {what} {path}: too large")
-            chunks.append(chunk)
+        data = read_at_most(fd, limit)
     except OSError as err:
         raise RunprocError(f"cannot read {what} {path}: {os_error_text(err)}") from None
     finally:
         os.close(fd)
-    return b"".join(chunks)
+    if data is None:
+        raise RunprocError(f"corrupt {what} {path}: too large")
+    return data
 
 
 def save_cgroup_plan(locked: LockedContainer, cgroup: Cgroup) -> None:

@@ -13,7 +13,7 @@ import stat
 
 from runproc import jsonio
 from runproc.errors import RunprocError
-from runproc.fsutil import file_kind, os_error_text
+from runproc.fsutil import file_kind, os_error_text, read_at_most
 from runproc.spec.fields import optional, os_string
 from runproc.spec.namespaces import apply_namespaces
 from runproc.spec.plan import ContainerPlan
@@ -67,15 +67,11 @@ def read_config(bundle: str) -> dict:
 
 
 def _read_bounded(fd: int, path: str) -> bytes:
-    """The whole file, refused past MAX_CONFIG (it may grow while we read)."""
-    chunks = []
-    size = 0
-    while chunk := os.read(fd, 1 << 16):
-        size += len(chunk)
-        if size > MAX_CONFIG:
-            raise RunprocError(f"{path} is larger than {MAX_CONFIG >> 20} MiB: refused")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The whole file, refused past MAX_CONFIG."""
+    data = read_at_most(fd, MAX_CONFIG)
+    if data is None:
+        raise RunprocError(f"{path} is larger than {MAX_CONFIG >> 20} MiB: refused")
+    return data
 
 
 def plan_from_config(config: dict, bundle: str, host_env: bool, euid: int) -> ContainerPlan:

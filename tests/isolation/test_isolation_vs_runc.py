@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -213,10 +213,9 @@ def test_seccomp(probes: Probes, spec_bundle: SpecBundle) -> None:
     assert "Operation not permitted" in runproc_out and "plain-chmod-ok" in runproc_out
 
 
-def test_rootless_container(runproc: Runproc, probe_rootfs: Path, world_tmp: Path) -> None:
-    """An unprivileged user with `runc spec --rootless`'s bundle: the same container under both."""
-    script = ("id; cat /proc/self/uid_map /proc/self/gid_map; echo $$; grep -E '^Cap' /proc/self/status;"
-              "hostname; touch /etc/x 2>&1; cat /proc/self/mountinfo")
+def run_rootless(runproc: Runproc, probe_rootfs: Path, world_tmp: Path, script: str,
+                 edit: Callable[[dict], None] | None = None) -> tuple[str, str]:
+    """(runc's, runproc's) output of `runc spec --rootless`'s bundle running `sh -c script`, as nobody."""
     outputs = []
     for binary, name in ((RUNC, "runc"), (runproc.binary, "runproc")):
         side = Runproc(binary, world_tmp / f"state-{name}", as_user=NOBODY, name=name)
@@ -228,10 +227,19 @@ def test_rootless_container(runproc: Runproc, probe_rootfs: Path, world_tmp: Pat
         config = json.loads((bundle / "config.json").read_text())
         config["process"]["terminal"] = False
         config["process"]["args"] = ["sh", "-c", script]
+        if edit is not None:
+            edit(config)
         (bundle / "config.json").write_text(json.dumps(config))
         result = side.ok("run", "--bundle", str(bundle), f"rootless-{name}")
         outputs.append(result.stdout.replace(str(bundle / "rootfs"), "<rootfs>"))
-    runc_out, ours = outputs
+    return outputs[0], outputs[1]
+
+
+def test_rootless_container(runproc: Runproc, probe_rootfs: Path, world_tmp: Path) -> None:
+    """An unprivileged user with `runc spec --rootless`'s bundle: the same container under both."""
+    script = ("id; cat /proc/self/uid_map /proc/self/gid_map; echo $$; grep -E '^Cap' /proc/self/status;"
+              "hostname; touch /etc/x 2>&1; cat /proc/self/mountinfo")
+    runc_out, ours = run_rootless(runproc, probe_rootfs, world_tmp, script)
     head = 10  # id, maps, pid, capabilities, hostname, the refused write
     assert ours.splitlines()[:head] == runc_out.splitlines()[:head]
     assert ours.splitlines()[2].split() == ["0", str(NOBODY), "1"]
@@ -324,22 +332,12 @@ def test_rootless_with_a_wider_mapping(runproc: Runproc, probe_rootfs: Path, wor
                                        nobody_subids: None) -> None:
     """More than the caller's own id goes through newuidmap/newgidmap (shadow's uidmap), as with runc."""
     script = "cat /proc/self/uid_map /proc/self/gid_map; id; grep -c . /proc/self/setgroups"
-    outputs = []
-    for binary, name in ((RUNC, "runc"), (runproc.binary, "runproc")):
-        side = Runproc(binary, world_tmp / f"state-{name}", as_user=NOBODY, name=name)
-        bundle = world_tmp / f"bundle-{name}"
-        bundle.mkdir()
-        subprocess.run(["cp", "-a", str(probe_rootfs), str(bundle / "rootfs")], check=True)
-        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(bundle)], check=True)
-        side.ok("spec", "--rootless", "--bundle", str(bundle))
-        config = json.loads((bundle / "config.json").read_text())
-        config["process"]["terminal"] = False
-        config["process"]["args"] = ["sh", "-c", script]
+
+    def wider(config: dict) -> None:
         for key in ("uidMappings", "gidMappings"):
             config["linux"][key] = [{"containerID": 0, "hostID": NOBODY, "size": 1},
                                     {"containerID": 1, "hostID": 300000, "size": 65536}]
-        (bundle / "config.json").write_text(json.dumps(config))
-        outputs.append(side.ok("run", "--bundle", str(bundle), f"wide-{name}").stdout)
-    runc_out, ours = outputs
+
+    runc_out, ours = run_rootless(runproc, probe_rootfs, world_tmp, script, wider)
     assert ours == runc_out
     assert ours.splitlines()[1].split() == ["1", "300000", "65536"]
