@@ -266,16 +266,8 @@ class StateStore:
             raise ContainerNotFound()
         path = self._path(container_id)
         for _ in range(10):
+            fd = _open_container_dir(root, container_id, path)
             try:
-                fd = open_dir_nofollow(container_id, root)
-            except FileNotFoundError:
-                raise ContainerNotFound() from None
-            except OSError as err:
-                if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise RunprocError(f"container directory {path} is not a directory: refused") from None
-                raise RunprocError(f"cannot open {path}: {os_error_text(err)}") from None
-            try:
-                check_private(os.fstat(fd), path, "container directory", want_dir=True)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if _is_entry(root, container_id, fd):
                     return LockedContainer(container_id, path, fd)
@@ -296,18 +288,9 @@ class StateStore:
             return None
         path = self._path(container_id)
         try:
-            fd = open_dir_nofollow(container_id, root)
-        except FileNotFoundError:
+            fd = _open_container_dir(root, container_id, path)
+        except ContainerNotFound:
             return None
-        except OSError as err:
-            if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise RunprocError(f"container directory {path} is not a directory: refused") from None
-            raise RunprocError(f"cannot open {path}: {os_error_text(err)}") from None
-        try:
-            check_private(os.fstat(fd), path, "container directory", want_dir=True)
-        except BaseException:
-            os.close(fd)
-            raise
         return LockedContainer(container_id, path, fd)
 
     def names(self) -> list[str]:
@@ -383,6 +366,25 @@ class StateStore:
         root = self._root_fd(create=False)
         if root is not None:
             sweep_stale(root)
+
+
+def _open_container_dir(root: int, container_id: str, path: str) -> int:
+    """A container's directory, opened without following a link and checked as the caller's
+    (lock() and peek()); ContainerNotFound if there is none."""
+    try:
+        fd = open_dir_nofollow(container_id, root)
+    except FileNotFoundError:
+        raise ContainerNotFound() from None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise RunprocError(f"container directory {path} is not a directory: refused") from None
+        raise RunprocError(f"cannot open {path}: {os_error_text(err)}") from None
+    try:
+        check_private(os.fstat(fd), path, "container directory", want_dir=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _read_private(locked: LockedContainer, name: str, what: str, limit: int) -> bytes | None:
