@@ -164,3 +164,23 @@ def error_text(stderr: str) -> str:
         except ValueError:
             messages.append(quoted)
     return "\n".join([stderr, *messages]).lower()
+
+
+def stop_daemon(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM a daemon the tests started (containerd), SIGKILL it if it lingers, and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+def log_tail(log: Path, lines: int) -> str:
+    """The last lines of a daemon's log, for failure messages."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no containerd log)"

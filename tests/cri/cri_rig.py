@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import tomllib
 from cri_images import PAUSE_IMAGE
-from runproc_testlib import alive, descendants
+from runproc_testlib import alive, descendants, log_tail, stop_daemon
 
 if TYPE_CHECKING:
     from cri_client import CriClient
@@ -287,20 +287,10 @@ class CriContainerd:
             raise RuntimeError(f"ctr images import failed: {proc.stderr.decode(errors='replace')}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=STOP_TIMEOUT)
+        stop_daemon(self.proc, STOP_TIMEOUT)
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no containerd log)"
+        return log_tail(self.log, lines)
 
     def shims(self) -> list[int]:
         """Pids of the shims serving *this* containerd (matched by its unique socket path)."""

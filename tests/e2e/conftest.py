@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from runproc_testlib import alive, descendants, runproc_path
+from runproc_testlib import alive, descendants, log_tail, runproc_path, stop_daemon
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO = E2E_DIR.parents[1]
@@ -263,20 +263,10 @@ class Containerd:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=STOP_TIMEOUT)
+        stop_daemon(self.proc, STOP_TIMEOUT)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no containerd log)"
+        return log_tail(self.log, lines)
 
 
 def _toml_str(value: object) -> str:
