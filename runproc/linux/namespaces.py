@@ -127,11 +127,7 @@ def _set_time_offsets(plan: NamespacePlan) -> None:
     if not text:
         return
     try:
-        fd = os.open("/proc/self/timens_offsets", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
+        _write_once("/proc/self/timens_offsets", text)
     except OSError as err:
         raise RunprocError(f"linux.timeOffsets: {os_error_text(err)}") from None
 
@@ -204,11 +200,7 @@ def write_sysctls(plan: NamespacePlan) -> None:
     for key, value in plan.sysctl.items():
         path = "/proc/sys/" + key.replace(".", "/")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
-            try:
-                os.write(fd, value.encode())
-            finally:
-                os.close(fd)
+            _write_once(path, value, os.O_TRUNC | os.O_NOFOLLOW)
         except OSError as err:
             raise RunprocError(f"linux.sysctl: write {key}={value}: {os_error_text(err)}") from None
 
@@ -278,7 +270,12 @@ def _map_with_helper(helper: str, pid: int, mappings: list[IdMapping]) -> None:
 
 
 def _write_proc(pid: int, name: str, text: str) -> None:
-    fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+    _write_once(f"/proc/{pid}/{name}", text)
+
+
+def _write_once(path: str, text: str, flags: int = 0) -> None:
+    """One write(2) of `text`: /proc files take their whole value in one write."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags)
     try:
         os.write(fd, text.encode())
     finally:
