@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import tempfile
 
 from runproc.errors import RunprocError
 from runproc.fsutil import os_error_text
@@ -267,6 +266,8 @@ def _chmod(m: Mount, parts: list[str], ctx: MountContext, mode: int) -> None:
 
 def _tmpfs_copy_up(m: Mount, parts: list[str], ctx: MountContext) -> None:
     """runc's tmpcopyup: the new tmpfs starts with a copy of what it covers."""
+    import tempfile  # here, not at the top: it costs create several ms and only tmpcopyup needs it
+
     staging = tempfile.mkdtemp(prefix="runproc-copyup-")
     try:
         try:
