@@ -129,8 +129,8 @@ def signal_container(record: ContainerRecord, sig: int) -> None:
     if cgroup is None:
         signal_all(record.pid, record.start_time, sig)
         return
-    if not cgroup.exists() or (sig == 9 and cgroup.kill_all()):
-        return
+    if not cgroup.exists() or not cgroup.pids() or (sig == 9 and cgroup.kill_all()):
+        return  # an empty cgroup stays empty: only its own processes could add to it (delete's usual case)
     try:
         cgroup.set_frozen(True)
     except RunprocError:
