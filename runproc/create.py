@@ -17,7 +17,8 @@ from runproc.errors import RunprocError
 from runproc.fsutil import os_error_text, write_file_atomic
 from runproc.init import HOOKS_DONE, HOOKS_REQUEST, InitChannels, InitOptions, container_init
 from runproc.kernel import process_start_time, signal_process
-from runproc.linux import cgroups, security
+from runproc.linux import security
+from runproc.linux.cgroups import entry as cgroup_entry
 from runproc.linux.namespaces import check_kernel_support, open_joined
 from runproc.linux.namespaces import close_all as close_namespaces
 from runproc.linux.spawn import spawn_init
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
+    from runproc.linux.cgroups import Cgroup
+    from runproc.linux.cgroups.entry import Entry
     from runproc.log import LogSettings
 
 
@@ -157,13 +160,12 @@ def create_container(
         close_namespaces(joined)
         raise
     with lock:  # cleaning up under the lock: no other create can take the id meanwhile
-        if cgroup is not None:
-            cgroup.locked = lock
         init = None
         try:
             store.save_spec(lock, spec.config, spec.host_env)  # before the record: exec relies on it
+            entry = cgroup.entry(lock) if cgroup is not None else None
             init = InitProcess(plan, lock, options, joined, (lock.fd, *store.own_fds()),
-                               console if plan.terminal else None, cgroup.enter if cgroup is not None else None)
+                               console if plan.terminal else None, entry)
             init.wait_ready(_runtime_hooks(plan, container_id, init.pid))
             record = ContainerRecord(container_id, lock.directory, lock.fd)
             record.cgroup = cgroup.cgroup if cgroup is not None else None
@@ -227,13 +229,16 @@ class ContainerCgroup:
     def __init__(self, plan: ContainerPlan, container_id: str, systemd: bool) -> None:
         assert plan.cgroup is not None
         self.plan = plan.cgroup
-        self.layout, self.cgroup = cgroups.prepare(plan.cgroup, container_id, systemd)
-        self.locked: LockedContainer | None = None
+        self.layout, self.cgroup = cgroup_entry.prepare(plan.cgroup, container_id, systemd)
 
-    def enter(self, pid: int) -> None:
-        assert self.locked is not None
-        locked = self.locked
-        cgroups.setup(self.layout, self.cgroup, self.plan, pid, lambda planned: save_cgroup_plan(locked, planned))
+    def entry(self, locked: LockedContainer) -> Entry:
+        """Made and limited now (the fs driver), or once the first process exists (systemd's unit)."""
+        def record(planned: Cgroup) -> None:
+            save_cgroup_plan(locked, planned)
+
+        if self.cgroup.unit is not None:
+            return cgroup_entry.systemd_entry(self.layout, self.cgroup, self.plan, record)
+        return cgroup_entry.make_before_fork(self.layout, self.cgroup, self.plan, record)
 
 
 def prepare_isolation(plan: ContainerPlan, options: InitOptions) -> dict[str, int]:
@@ -267,11 +272,11 @@ class InitProcess:
 
     def __init__(self, plan: ContainerPlan, lock: LockedContainer, options: InitOptions,
                  joined: dict[str, int], own_fds: tuple[int, ...], console: int | None,
-                 before_run: Callable[[int], None] | None = None) -> None:
+                 cgroup: Entry | None = None) -> None:
         """`own_fds`: the state store's, which the child closes: they may sit among --preserve-fds
         (runproc opened them in the caller's gaps), and the lock's would keep the container locked.
         `console`: the terminal's master side to send over --console-socket, or None.
-        `before_run(pid)`: puts the init's first process in the container's cgroup before it runs."""
+        `cgroup`: how the init's first process gets into the container's cgroup before it runs."""
         # The init's end of the exec fifo: opened here, by create, so that the init
         # never needs a path or a directory fd of the host to reach it (a fifo fd
         # is no way out of the container: one cannot chdir or open beneath it).
@@ -314,7 +319,7 @@ class InitProcess:
                 os._exit(1)
 
         try:
-            self.pid = spawn_init(plan.namespaces, joined, run_init, before_run)
+            self.pid = spawn_init(plan.namespaces, joined, run_init, cgroup)
         except BaseException:
             for fd in moved:
                 os.close(fd)

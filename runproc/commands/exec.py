@@ -170,9 +170,9 @@ def _child(plan: ContainerPlan, channels: ExecChannels, preserve_fds: int, euid:
     try:
         if cgroup is not None:
             # Into the container's cgroup first, while the host's cgroupfs is still ours to write
-            # ("0" is the writer itself), as runc places its exec'd process before it runs.
+            # ("0": the writer itself; see Cgroup.join_self), as runc places its exec'd process before it runs.
             try:
-                cgroup.join(0)
+                cgroup.join_self()
             except RunprocError as err:
                 os.write(channels.report, err.message.encode(errors="replace"))
                 os._exit(1)

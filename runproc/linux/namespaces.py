@@ -18,6 +18,10 @@ from runproc.fsutil import os_error_text
 from runproc.linux import syscalls
 from runproc.spec.namespaces import IdMapping, NamespacePlan
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 # The spec's namespace names -> clone(2) flags.
 CLONE_FLAGS = {
     "user": syscalls.CLONE_NEWUSER,
@@ -90,8 +94,9 @@ def check_kernel_support(plan: NamespacePlan) -> None:
             raise RunprocError(f"linux.namespaces: {namespace.type} namespaces aren't enabled in the kernel")
 
 
-def fork_in_child_namespaces(plan: NamespacePlan, joined: dict[str, int], restore: bool = True) -> int:
-    """os.fork, the child born in the container's pid and time namespaces (new or joined).
+def fork_in_child_namespaces(plan: NamespacePlan, joined: dict[str, int], restore: bool = True,
+                             fork: Callable[[], int] = os.fork) -> int:
+    """`fork` (os.fork), the child born in the container's pid and time namespaces (new or joined).
 
     unshare(CLONE_NEWPID) or setns() on a pid namespace changes only where the
     caller's *children* go: the parent enters them just around the fork and
@@ -109,7 +114,7 @@ def fork_in_child_namespaces(plan: NamespacePlan, joined: dict[str, int], restor
                 _enter(kind, joined.get(kind))
                 if kind == "time" and kind not in joined:
                     _set_time_offsets(plan)
-        pid = os.fork()
+        pid = fork()
     except BaseException:
         _restore(saved)
         raise

@@ -26,82 +26,111 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
+    from runproc.linux.cgroups.entry import Entry
+
 _NEED_MAPS = b"m"
 _MAPS_WRITTEN = b"w"
 
 
 def spawn_init(plan: NamespacePlan | None, joined: dict[str, int], run_init: Callable[[], NoReturn],
-               before_run: Callable[[int], None] | None = None) -> int:
+               cgroup: Entry | None = None) -> int:
     """Fork the init (which runs `run_init`) into the container's namespaces; its pid as create sees it.
 
-    `before_run(pid)` runs in create while the first child (the init, or the
-    stage that forks it) waits, before it does anything: create puts it into
-    the container's cgroup there, so everything the container does, the
-    init's own setup too, happens inside (runc applies its cgroup to its
-    stage-0 process the same way). If it raises, the child is ended.
+    With a `cgroup`, the first child (the init, or the stage that forks it) is in the
+    container's cgroup before it does anything, so everything the container does, the
+    init's own setup too, happens inside (runc applies its cgroup to its stage-0
+    process the same way): runproc.linux.cgroups.entry says how it gets there. If it
+    cannot get in, the child is ended and RunprocError says why.
     """
-    hold = _Hold() if before_run is not None else None
+    entering = _Entering(cgroup) if cgroup is not None else None
+    fork = entering.fork if entering is not None else os.fork
     if plan is not None and plan.private("user"):
-        return _spawn_through_stage(plan, joined, run_init, before_run, hold)
-    pid = os.fork() if plan is None else namespaces.fork_in_child_namespaces(plan, joined)
+        return _spawn_through_stage(plan, joined, run_init, fork, entering)
+    pid = fork() if plan is None else namespaces.fork_in_child_namespaces(plan, joined, fork=fork)
     if pid == 0:
-        if hold is not None:
-            hold.wait()
+        if entering is not None:
+            entering.in_child()
         run_init()
-    if hold is not None and before_run is not None:
-        hold.release_after(pid, before_run)
+    if entering is not None:
+        entering.in_parent(pid)
     return pid
 
 
-class _Hold:
-    """A pipe that keeps a new child waiting until create has done its part."""
+class _Entering:
+    """The first child's way into the cgroup, and the pipe that orders it with create: the child
+    joins by itself and tells create if that failed, or it waits while create joins it by pid."""
 
-    def __init__(self) -> None:
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
         self.read_end, self.write_end = os.pipe()
 
-    def wait(self) -> None:
-        """In the child: go on once create says so; end if create gives up (the pipe closes)."""
+    def fork(self) -> int:
+        try:
+            return self.entry.fork()
+        except BaseException:
+            os.close(self.read_end)
+            os.close(self.write_end)
+            raise
+
+    def in_child(self) -> None:
+        if self.entry.joins_itself:
+            os.close(self.read_end)
+            try:
+                self.entry.join_self()
+            except RunprocError as err:
+                _tell_and_exit(self.write_end, err.message, status=1)
+            os.close(self.write_end)
+            return
         os.close(self.write_end)
         if os.read(self.read_end, 1) != b"\1":
-            os._exit(1)
+            os._exit(1)  # create could not put us in, or died
         os.close(self.read_end)
 
-    def release_after(self, pid: int, before_run: Callable[[int], None]) -> None:
-        os.close(self.read_end)
+    def in_parent(self, pid: int) -> None:
         try:
-            before_run(pid)
-            os.write(self.write_end, b"\1")
+            if self.entry.joins_itself:
+                os.close(self.write_end)
+                self.write_end = -1
+                failure = _read_all(self.read_end)
+                if failure:
+                    raise RunprocError(failure.decode(errors="replace"))
+            else:
+                self.entry.join(pid)
+                os.write(self.write_end, b"\1")
         except BaseException:
-            os.close(self.write_end)
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-            _reap(pid)
+            _end(pid)
             raise
-        os.close(self.write_end)
+        finally:
+            for fd in (self.read_end, self.write_end):
+                if fd >= 0:
+                    os.close(fd)
 
 
 def _spawn_through_stage(plan: NamespacePlan, joined: dict[str, int], run_init: Callable[[], NoReturn],
-                         before_run: Callable[[int], None] | None, hold: _Hold | None) -> int:
+                         fork: Callable[[], int], entering: _Entering | None) -> int:
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init comes back to us when the stage exits
     to_stage_r, to_stage_w = os.pipe()
     from_stage_r, from_stage_w = os.pipe()
-    stage = os.fork()
+    try:
+        stage = fork()
+    except BaseException:
+        for fd in (to_stage_r, to_stage_w, from_stage_r, from_stage_w):
+            os.close(fd)
+        raise
     if stage == 0:  # never returns into the caller's code
         try:
             os.close(to_stage_w)
             os.close(from_stage_r)
-            if hold is not None:
-                hold.wait()
+            if entering is not None:
+                entering.in_child()
             _stage(plan, joined, to_stage_r, from_stage_w, run_init)
         finally:
             os._exit(1)
     os.close(to_stage_r)
     os.close(from_stage_w)
     try:
-        if hold is not None and before_run is not None:
-            hold.release_after(stage, before_run)  # the init, forked by the stage, is born inside
+        if entering is not None:
+            entering.in_parent(stage)  # the init, forked by the stage, is born inside
         return _guide_stage(stage, plan, to_stage_w, from_stage_r)
     finally:
         os.close(to_stage_w)
@@ -150,11 +179,11 @@ def _stage(plan: NamespacePlan, joined: dict[str, int], from_create: int, to_cre
     _tell_and_exit(to_create, f"pid {pid}")
 
 
-def _tell_and_exit(fd: int, text: str) -> NoReturn:
+def _tell_and_exit(fd: int, text: str, status: int = 0) -> NoReturn:
     try:
         os.write(fd, text.encode(errors="replace"))
     finally:
-        os._exit(0)
+        os._exit(status)
 
 
 def _read_all(fd: int, until: bytes | None = None) -> bytes:
@@ -165,6 +194,14 @@ def _read_all(fd: int, until: bytes | None = None) -> bytes:
             break
         data += chunk
     return data
+
+
+def _end(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
 
 
 def _reap(pid: int) -> None:

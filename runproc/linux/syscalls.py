@@ -28,6 +28,8 @@ SYS_SCHED_SETATTR = 314
 SYS_PERSONALITY = 135
 SYS_SETHOSTNAME = 170
 SYS_SETDOMAINNAME = 171
+SYS_CLONE3 = 435
+SYS_GETTID = 186
 
 # clone(2) / unshare(2) / setns(2) namespace flags.
 CLONE_NEWNS = 0x00020000
@@ -38,6 +40,8 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWTIME = 0x00000080
+CLONE_CHILD_SETTID = 0x01000000
+CLONE_INTO_CGROUP = 0x200000000  # clone3(2) only (Linux 5.7+)
 
 # mount(2) flags: in runproc.spec.mounts, whose option tables are made of them.
 
@@ -103,6 +107,46 @@ def openat2(dir_fd: int, path: str, flags: int, resolve: int, mode: int = 0) -> 
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
     return _check(_syscall(SYS_OPENAT2, ctypes.c_int(dir_fd), _path(path), ctypes.byref(how),
                            ctypes.c_size_t(ctypes.sizeof(how))))
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls", "set_tid",
+        "set_tid_size", "cgroup")]
+
+
+# Where glibc keeps the thread's kernel tid in its struct pthread (x86_64); checked before use.
+_PTHREAD_TID_OFFSET = 0x2D0
+
+
+def _own_tid_field() -> int:
+    """The address of glibc's cached tid of this thread, which its fork() has the kernel set in the
+    child (CLONE_CHILD_SETTID); 0 if this glibc keeps it elsewhere."""
+    _libc.pthread_self.restype = ctypes.c_void_p
+    address = (_libc.pthread_self() or 0) + _PTHREAD_TID_OFFSET
+    return address if ctypes.c_int.from_address(address).value == _check(_syscall(SYS_GETTID)) else 0
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """os.fork, the child born in the cgroup v2 directory `cgroup_fd` (clone3 CLONE_INTO_CGROUP):
+    no migration afterwards, so none of the global lock and RCU grace period a write to
+    cgroup.procs costs. Python's own fork hooks run as around os.fork. OSError if the kernel
+    (before 5.7) or a seccomp filter refuses clone3; the caller falls back to os.fork. Only
+    for a process with one thread, as os.fork's child is."""
+    tid_field = _own_tid_field()
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP | (CLONE_CHILD_SETTID if tid_field else 0), child_tid=tid_field,
+                      exit_signal=17, cgroup=cgroup_fd)  # SIGCHLD
+    python = ctypes.pythonapi
+    python.PyOS_BeforeFork()
+    pid = _syscall(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid == 0:
+        python.PyOS_AfterFork_Child()
+        return 0
+    error = ctypes.get_errno()
+    python.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(error, os.strerror(error))
+    return pid
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

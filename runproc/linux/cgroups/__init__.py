@@ -275,6 +275,20 @@ class Cgroup:
             except OSError as err:
                 raise RunprocError(f"cgroup: join {path}: {os_error_text(err)}") from None
 
+    def join_self(self, born_in: str | None = None) -> None:
+        """Move the calling process into each directory but `born_in`, by itself: "0" (the writer)
+        to `tasks` on v1, which moves its one thread (call it in a process with one thread, as a
+        fresh fork is) and, unlike a write to cgroup.procs, takes no global lock and waits for no
+        RCU grace period; "0" to cgroup.procs on v2 (runproc.linux.cgroups.entry says more)."""
+        v2_dir = self.paths.get(UNIFIED)
+        for path in self.unique_paths():
+            if path == born_in:
+                continue
+            try:
+                write_value(path, "cgroup.procs" if path == v2_dir else "tasks", "0")
+            except OSError as err:
+                raise RunprocError(f"cgroup: join {path}: {os_error_text(err)}") from None
+
     def set_frozen(self, frozen: bool) -> None:
         """pause (frozen) or resume, waiting until the kernel has done it."""
         directory = self.freezer_dir
@@ -333,54 +347,6 @@ class Cgroup:
             return read_value(directory, "freezer.state") == "FROZEN"
         except OSError:
             return False
-
-
-def prepare(plan: CgroupPlan, container_id: str, systemd: bool) -> tuple[Layout, Cgroup]:
-    """Where the container's cgroup goes, and every check that needs no change on the host (create,
-    before it forks)."""
-    layout = detect_layout()
-    if not layout.unified and not layout.v1_mounts:
-        raise RunprocError("cgroup: no cgroup hierarchy is mounted under /sys/fs/cgroup")
-    if systemd:
-        slice_name, unit, inner = systemd_placement(plan.path, container_id)
-    else:
-        slice_name, unit, inner = "", None, inner_path(plan.path, container_id)
-    cgroup = Cgroup(2 if layout.unified else 1, container_paths(layout, inner), unit=unit)
-    cgroup.slice = slice_name
-    resources = plan.resources
-    if cgroup.version == 1 and resources.unified is not None:
-        raise RunprocError("linux.resources.unified: invalid configuration: cannot use unified on cgroup v1")
-    if cgroup.version == 2:
-        from runproc.linux.cgroups import v2
-
-        v2.check(resources, "linux.resources")
-    from runproc.linux.cgroups import devices
-
-    devices.build(plan.devices)  # a rule v1 could not hold fails here, as in runc, on either layout
-    return layout, cgroup
-
-
-def setup(layout: Layout, cgroup: Cgroup, plan: CgroupPlan, pid: int, record_plan: Callable[[Cgroup], None]
-          ) -> None:
-    """Make the directories (after `record_plan` has saved which), set the limits, put `pid` in. On
-    failure the caller ends `pid`, then calls cgroup.remove()."""
-    if cgroup.exists() and cgroup.frozen():  # checked under the container's lock: no delete of its id is running
-        raise RunprocError(f"container's cgroup unexpectedly frozen: {cgroup.freezer_dir}")
-    record_plan(cgroup.missing(layout))
-    if cgroup.unit is not None:
-        from runproc.linux.cgroups import systemd
-
-        # As runc's systemd managers: the unit first (systemd puts `pid` in it), then the fs driver
-        # for the hierarchies and settings systemd leaves alone.
-        try:
-            systemd.start_unit(cgroup.unit, cgroup.slice, pid, plan.resources, cgroup.version)
-        except systemd.UnitExistsError:
-            cgroup.unit = None  # not ours: neither this create's clean-up nor a delete may stop it
-            record_plan(cgroup.missing(layout))
-            raise
-    cgroup.make(layout)
-    apply_resources(cgroup, plan.resources, plan.devices, "linux.resources")
-    cgroup.join(pid)
 
 
 def apply_resources(cgroup: Cgroup, resources: Resources, devices: list[DeviceRule] | None, where: str) -> None:

@@ -1,0 +1,144 @@
+"""create's side of the container's cgroup: where it goes and what is checked before anything is
+made (`prepare`); making it and setting its limits, before the fork (`make_before_fork`); and how
+the container's first process gets in (`Entry`, which runproc.linux.spawn uses).
+
+Why the way in matters: a write of a pid to cgroup.procs takes the kernel's global
+cgroup_threadgroup_rwsem for writing, and its first taker waits for an RCU grace period,
+10 to 40 ms on every create (runc pays it too). Two ways in need neither, and runproc takes them:
+  - v2 (and a hybrid host's unified hierarchy): the process is born in its directory
+    (clone3 with CLONE_INTO_CGROUP, Linux 5.7+): there is nothing to migrate;
+  - v1: the new process moves itself, writing "0" to `tasks`: a thread that moves itself
+    needs no global lock, and a fresh fork has exactly one thread.
+Where neither can be used (the systemd driver, whose unit systemd fills by pid; no clone3, or a
+seccomp filter that refuses it) the child waits while create writes its pid, as before.
+"""
+
+from __future__ import annotations
+
+import os
+
+from runproc.errors import RunprocError
+from runproc.linux.cgroups import (
+    UNIFIED,
+    Cgroup,
+    Layout,
+    apply_resources,
+    container_paths,
+    detect_layout,
+    inner_path,
+    systemd_placement,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from runproc.spec.resources import CgroupPlan
+
+
+def prepare(plan: CgroupPlan, container_id: str, systemd: bool) -> tuple[Layout, Cgroup]:
+    """Where the container's cgroup goes, and every check that needs no change on the host (create,
+    before it forks)."""
+    layout = detect_layout()
+    if not layout.unified and not layout.v1_mounts:
+        raise RunprocError("cgroup: no cgroup hierarchy is mounted under /sys/fs/cgroup")
+    if systemd:
+        slice_name, unit, inner = systemd_placement(plan.path, container_id)
+    else:
+        slice_name, unit, inner = "", None, inner_path(plan.path, container_id)
+    cgroup = Cgroup(2 if layout.unified else 1, container_paths(layout, inner), unit=unit)
+    cgroup.slice = slice_name
+    resources = plan.resources
+    if cgroup.version == 1 and resources.unified is not None:
+        raise RunprocError("linux.resources.unified: invalid configuration: cannot use unified on cgroup v1")
+    if cgroup.version == 2:
+        from runproc.linux.cgroups import v2
+
+        v2.check(resources, "linux.resources")
+    from runproc.linux.cgroups import devices
+
+    devices.build(plan.devices)  # a rule v1 could not hold fails here, as in runc, on either layout
+    return layout, cgroup
+
+
+def make_before_fork(layout: Layout, cgroup: Cgroup, plan: CgroupPlan, record_plan: Callable[[Cgroup], None]
+                     ) -> Entry:
+    """The fs driver: make the directories (after `record_plan` has saved which) and set the limits,
+    while nothing is in them yet; the Entry then puts the first process in. On failure the caller
+    calls cgroup.remove()."""
+    _check_not_frozen(cgroup)
+    record_plan(cgroup.missing(layout))
+    cgroup.make(layout)
+    apply_resources(cgroup, plan.resources, plan.devices, "linux.resources")
+    return Entry(cgroup, cgroup.join, joins_itself=True)
+
+
+def systemd_entry(layout: Layout, cgroup: Cgroup, plan: CgroupPlan, record_plan: Callable[[Cgroup], None]
+                  ) -> Entry:
+    """The systemd driver: everything happens once the first process exists, since its unit is
+    started with its pid."""
+
+    def by_pid(pid: int) -> None:
+        _check_not_frozen(cgroup)
+        record_plan(cgroup.missing(layout))
+        from runproc.linux.cgroups import systemd
+
+        # As runc's systemd managers: the unit first (systemd puts `pid` in it), then the fs driver
+        # for the hierarchies and settings systemd leaves alone.
+        try:
+            systemd.start_unit(cgroup.unit, cgroup.slice, pid, plan.resources, cgroup.version)
+        except systemd.UnitExistsError:
+            cgroup.unit = None  # not ours: neither this create's clean-up nor a delete may stop it
+            record_plan(cgroup.missing(layout))
+            raise
+        cgroup.make(layout)
+        apply_resources(cgroup, plan.resources, plan.devices, "linux.resources")
+        cgroup.join(pid)
+
+    return Entry(cgroup, by_pid, joins_itself=False)
+
+
+def _check_not_frozen(cgroup: Cgroup) -> None:
+    if cgroup.exists() and cgroup.frozen():  # checked under the container's lock: no delete of its id is running
+        raise RunprocError(f"container's cgroup unexpectedly frozen: {cgroup.freezer_dir}")
+
+
+class Entry:
+    """How the container's first process (the init, or the namespace stage that forks it) gets in.
+
+    runproc.linux.spawn forks it with `fork`; then either `joins_itself` and the child calls
+    `join_self` first thing, or the child waits while create calls `join(pid)`.
+    """
+
+    def __init__(self, cgroup: Cgroup, join: Callable[[int], None], joins_itself: bool) -> None:
+        self.cgroup = cgroup
+        self.join = join
+        self.joins_itself = joins_itself
+        self.born_in: str | None = None  # the v2 directory the child was born in
+
+    def fork(self) -> int:
+        """os.fork, the child born in the v2 directory if there is one and the kernel can; if it
+        cannot, create joins the child by pid instead (`joins_itself` turns False)."""
+        birth_dir = self.cgroup.paths.get(UNIFIED) if self.joins_itself else None
+        if birth_dir is None:
+            return os.fork()
+        from runproc.linux import syscalls
+
+        try:
+            fd = os.open(birth_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            self.joins_itself = False  # create's join by pid names the problem
+            return os.fork()
+        try:
+            pid = syscalls.fork_into_cgroup(fd)
+            self.born_in = birth_dir
+            return pid
+        except OSError:
+            self.joins_itself = False  # no clone3 here (before Linux 5.7, or a seccomp filter): runc's way
+            return os.fork()
+        finally:
+            os.close(fd)
+
+    def join_self(self) -> None:
+        """In the child, before it does anything else: into the rest of the cgroup by itself."""
+        self.cgroup.join_self(born_in=self.born_in)
