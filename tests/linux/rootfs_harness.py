@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sys
+import warnings  # noqa: F401 - os.execvpe imports it lazily: after pivot_root the stdlib is out of reach
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
