@@ -591,12 +591,13 @@ def _host_bundle(ns: Ns, args: list[str]) -> str:
     return bundle
 
 
-def _pids_with_exe(path: str) -> list[int]:
+def _pids_with_exe(path: str, marker: str) -> list[int]:
+    """Processes running `path` with `marker` in their command line (not another test's runproc)."""
     out = []
     for p in os.listdir("/proc"):
         if p.isdigit():
             try:
-                if os.readlink(f"/proc/{p}/exe") == path:
+                if os.readlink(f"/proc/{p}/exe") == path and marker in _cmdline(p):
                     out.append(int(p))
             except OSError:
                 pass
@@ -630,7 +631,7 @@ def test_exe_not_writable_through_proc(ns_factory: Any) -> None:
         deadline = time.monotonic() + 20
         pids: list[int] = []
         while time.monotonic() < deadline:
-            pids = _pids_with_exe(prog)
+            pids = _pids_with_exe(prog, f"cve-{tag}")
             sleepers = [q for q in os.listdir("/proc") if q.isdigit() and _cmdline(q) == ["/bin/sleep", f"60.{tag}"]]
             if pids and sleepers:
                 break
