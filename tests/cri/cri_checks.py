@@ -27,6 +27,7 @@ class PodFootprint:
     paths: list[Path] = field(default_factory=list)  # dirs/files that must go away
     cgroups: list[Path] = field(default_factory=list)
     units: list[str] = field(default_factory=list)  # systemd units (the systemd cgroup driver's scopes)
+    stray_globs: list[str] = field(default_factory=list)  # what no call may leave (shell patterns)
 
     def leftovers(self) -> list[str]:
         """What of it still exists (empty once the Pod is fully gone)."""
@@ -43,6 +44,7 @@ class PodFootprint:
             if self.netns in existing:
                 left.append(f"netns file {self.netns}")
         left += [f"unit {u}" for u in loaded_units(host, self.units)]
+        left += [f"stray {p}" for p in glob_matches(host, self.stray_globs)]
         return left
 
     def wait_gone(self, timeout: float = 10.0) -> list[str]:
@@ -61,6 +63,14 @@ def loaded_units(host: CriHost, units: list[str]) -> list[str]:
     records = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
                for block in shown.strip().split("\n\n")]  # fmt: skip
     return [unit for unit, record in zip(units, records, strict=True) if record.get("LoadState") != "not-found"]
+
+
+def glob_matches(host: CriHost, patterns: list[str]) -> list[str]:
+    """What exists on ``host`` that matches the shell ``patterns``."""
+    if not patterns:
+        return []
+    script = 'for p in "$@"; do for f in $p; do if [ -e "$f" ]; then echo "$f"; fi; done; done'
+    return host.run(["sh", "-c", script, "glob", *patterns]).stdout.split()
 
 
 def netns_path(spec: dict) -> Path | None:
@@ -87,4 +97,4 @@ def pod_footprint(rig: CriRig, pod: Pod) -> PodFootprint:
     netns = netns_path(info["runtimeSpec"])
     netns_mount = host.resolve(netns) if netns is not None else None
     return PodFootprint(host, ids, pids, shims, netns, netns_mount, files, rig.pod_cgroups(pod, ids),
-                        rig.pod_units(ids))  # fmt: skip
+                        rig.pod_units(ids), rig.stray_globs())  # fmt: skip

@@ -322,6 +322,11 @@ class CriRig(ABC):
         """The systemd units of a Pod's sandbox and containers ``ids`` (none without systemd)."""
         return []
 
+    def stray_globs(self) -> list[str]:
+        """Shell patterns of what no runtime call may leave on ``host`` (none where other
+        sessions share the machine)."""
+        return []
+
     @abstractmethod
     def log_tail(self) -> str:
         """The end of containerd's log, for a failure report."""

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 CLONE_NEWNET = 0x40000000
 DRIVER = "systemd"  # Kind's kubelet's cgroup driver, and so the node's runtimes'
+# runproc's per-call unpack dirs (used where its cache in /var/lib/runproc cannot be), in the
+# places it tries without TMPDIR (containerd sets none). The node runs nothing else that
+# makes them, so any left is runproc's.
+UNPACK_DIR_GLOBS = [f"{d}/staticx-lk-*" for d in ("/tmp", "/var/tmp", "/dev/shm", "/usr/local/bin")]
 
 
 def _setns(fd: int, nstype: int) -> None:
@@ -113,6 +117,9 @@ class NodeCriRig(CriRig):
 
     def pod_units(self, ids: Sequence[str]) -> list[str]:
         return [f"cri-containerd-{cid}.scope" for cid in ids]
+
+    def stray_globs(self) -> list[str]:
+        return UNPACK_DIR_GLOBS
 
     def log_tail(self) -> str:
         return containerd_journal(self.node)
