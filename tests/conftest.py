@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 from runproc_testlib import REPO, MakeBundle, Runproc, default_process, make_reachable, runproc_path
 
+# The Kind-like node's session fixtures, shared by tests/node and tests/cri (whose cases also
+# run on the node): registered once, here, so that the node boots once per session.
+pytest_plugins = ["node.node_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def runproc_bin() -> Path:

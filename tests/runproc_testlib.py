@@ -143,10 +143,12 @@ def descendants(pid: int) -> list[int]:
     return [d for child in children for d in (*descendants(child), child)]
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (a zombie has left its cgroups)."""
+def alive(pid: int, proc_root: Path = Path("/proc")) -> bool:
+    """True while ``pid`` exists and is not a zombie (a zombie has left its cgroups).
+
+    ``proc_root``: another pid namespace's procfs (a machine's /proc seen from here)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(proc_root / str(pid) / "stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False

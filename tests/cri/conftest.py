@@ -1,16 +1,25 @@
-"""Rig for the CRI end-to-end suite: this test process stands where kubelet stands.
+"""Rigs for the CRI end-to-end suite: this test process stands where kubelet stands.
 
-The session starts a private containerd with the CRI plugin (own config, root, state,
-sockets, netns dir; see cri_rig), a CNI bridge network of its own, and images it builds
-itself (busybox and a static pause program), then talks CRI runtime.v1 to it over gRPC
-(cri_client). Every case is parametrised over ``HANDLERS``, the CRI runtime handlers
-(RuntimeClass handlers) it runs with: containerd's config has `runc` (plain runc v2 shim)
-and `runproc` (the runc v2 shim with BinaryName = $RUNPROC_BIN, configured from
-packaging/containerd/runproc-v2.toml).
+Every case runs on each of ``TARGETS``: a containerd with the CRI plugin (a rig, see cri_rig)
+and a CRI runtime handler (RuntimeClass handler), `runproc` and `runc` as the control:
 
-The teardown removes everything made (Pods, containerd, shims, mounts, netns, bridge,
-cgroups, dirs) even after failures, and fails if ip_forward or the firewall rules changed.
-Set ``RUNPROC_CRI_KEEP=1`` to keep the temp dir (containerd.log, Pod logs) for debugging.
+* ``runc``, ``runproc``: the suite's private containerd on this VM (own config, root, state,
+  sockets, netns dir; the cgroupfs driver), with a CNI bridge network of its own; `runproc`
+  is the runc v2 shim with BinaryName = $RUNPROC_BIN, configured from
+  packaging/containerd/runproc-v2.toml. Its session fixture starts it on first use;
+* ``node-runc``, ``node-runproc``: the Kind-like node's containerd (tests/node: systemd PID 1,
+  Kind's config, ``SystemdCgroup = true``, runproc installed by packaging/install.sh), so the
+  runtime gets ``--systemd-cgroup`` and a ``slice:prefix:name`` cgroupsPath. The node boots
+  once per session, shared with tests/node (tests/node/node_fixtures.py).
+
+Both build their images themselves (busybox and a static pause program) and talk CRI
+runtime.v1 over gRPC (cri_client). A case reads the machine its containerd runs on through
+``cri_rig.host`` (cri_hosts), so the same assertions hold on this VM and in the node.
+
+The host rig's teardown removes everything made (Pods, containerd, shims, mounts, netns,
+bridge, cgroups, dirs) even after failures, and fails if ip_forward or the firewall rules
+changed. Set ``RUNPROC_CRI_KEEP=1`` to keep its temp dir (containerd.log, Pod logs) for
+debugging; ``RUNPROC_CRI_TARGETS=runproc,node-runproc`` (say) runs only those targets.
 """
 
 from __future__ import annotations
@@ -25,13 +34,15 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cri_images
-import cri_rig as rig
 import pytest
-from cri_rig import CriRig
+from cri_hosts import LocalHost, kill_tree, remove_cgroups, unmount_under
+from cri_network import CniNetwork, network_state
+from cri_paths import CGROUP_ROOT
+from cri_rig import CriContainerd, CriRig, Footprint, HostCriRig, remove_all_pods
 from runproc_testlib import runproc_path
 
 if TYPE_CHECKING:  # these import grpc, which may be missing (then the suite is skipped)
@@ -41,10 +52,24 @@ if TYPE_CHECKING:  # these import grpc, which may be missing (then the suite is 
 CRI_DIR = Path(__file__).resolve().parent
 REPO = CRI_DIR.parents[1]
 
-# The CRI runtime handlers every case runs with: runproc, and runc beside it as the control.
-HANDLERS = ["runc", "runproc"]
-# RUNPROC_CRI_HANDLERS=runproc (say) overrides the list for one run.
-ACTIVE_HANDLERS = [h for h in os.environ.get("RUNPROC_CRI_HANDLERS", "").split(",") if h] or HANDLERS
+
+@dataclass(frozen=True)
+class CriTarget:
+    """Where a case runs: which rig's containerd ("host": this VM's, "node": the Kind-like
+    node's) and which CRI runtime handler."""
+
+    rig: str
+    handler: str
+
+    @property
+    def id(self) -> str:
+        return self.handler if self.rig == "host" else f"{self.rig}-{self.handler}"
+
+
+TARGETS = [CriTarget(rig, handler) for rig in ("host", "node") for handler in ("runc", "runproc")]
+ACTIVE_TARGETS = [t for t in TARGETS if t.id in os.environ.get("RUNPROC_CRI_TARGETS", "").split(",")] or TARGETS
+# The first node case boots the node (and debootstraps it when it is not cached yet).
+NODE_TIMEOUT = 900
 
 # Debian packages the suite needs besides TEST_PACKAGES (installed if missing, idempotent).
 PACKAGES = ["containernetworking-plugins", "gcc", "libc6-dev", "busybox-static", "iproute2"]
@@ -76,17 +101,18 @@ def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectRep
 
 
 @pytest.fixture(scope="session")
-def cri_rig(request: pytest.FixtureRequest) -> Iterator[CriRig]:
+def host_cri_rig() -> Iterator[HostCriRig]:
+    """The suite's private containerd on this VM, for the session (started on first use)."""
     from cri_client import CriClient, generate_stubs
-    from cri_pods import wait_for
 
     subprocess.run([str(REPO / "build" / "ensure-packages.sh"), *PACKAGES], check=True, timeout=600)
     # Short path on purpose: unix socket paths are limited to 107 bytes.
     workdir = Path(tempfile.mkdtemp(prefix="runproc-cri-", dir="/tmp"))
-    host_before = rig.host_network_state()
-    daemon = rig.CriContainerd(workdir, runproc_path())
-    network = rig.CniNetwork(daemon.cni_conf_dir, daemon.ipam_dir)
-    footprint = rig.Footprint()
+    host = LocalHost()
+    host_before = network_state(host)
+    daemon = CriContainerd(workdir, runproc_path())
+    network = CniNetwork(host, daemon.cni_conf_dir, daemon.paths.ipam_dir)
+    footprint = Footprint()
     cri: CriClient | None = None
     try:
         pb, pb_grpc = generate_stubs(workdir / "stubs")
@@ -94,50 +120,32 @@ def cri_rig(request: pytest.FixtureRequest) -> Iterator[CriRig]:
         daemon.start()
         cri = CriClient(daemon.address, pb, pb_grpc)
         cri.wait_ready()
-        for build in (cri_images.build_pause_archive, cri_images.build_busybox_archive):
-            daemon.import_image(build(workdir))
-        for image in (cri_images.PAUSE_IMAGE, cri_images.BUSYBOX_IMAGE):
-            # The CRI plugin learns of ctr's import through containerd's image events.
-            wait_for(f"CRI to see {image}", lambda image=image: cri.image_status(image).image.id, timeout=20)
-        state = CriRig(workdir, daemon, cri, network, host_before)
-        request.config.stash[_RIG_KEY] = state
-        yield state
+        rig = HostCriRig(workdir, cri, host, daemon.paths, workdir, host_before, daemon, network)
+        rig.add_test_images()
+        yield rig
     finally:
         _teardown(workdir, daemon, cri, network, footprint)
-    host_after = rig.host_network_state()
+    host_after = network_state(host)
     assert host_after == host_before, f"the suite changed the host's network state: {host_before} -> {host_after}"
 
 
 def _teardown(
-    workdir: Path, daemon: rig.CriContainerd, cri: CriClient | None, network: rig.CniNetwork, footprint: rig.Footprint
+    workdir: Path, daemon: CriContainerd, cri: CriClient | None, network: CniNetwork, footprint: Footprint
 ) -> None:
     problems: list[str] = []
     if cri is not None:
-        # While containerd still runs: whatever Pods remain, stopped and removed properly
-        # (this tears down their networking through CNI, unmounts and deletes netns).
-        import grpc
-
-        try:
-            sandboxes = cri.list_pod_sandbox()
-        except grpc.RpcError as exc:
-            sandboxes = []
-            problems.append(f"ListPodSandbox: {exc}")
-        for sandbox in sandboxes:
-            for call in (cri.stop_pod_sandbox, cri.remove_pod_sandbox):
-                try:
-                    call(sandbox.id)
-                except grpc.RpcError as exc:
-                    problems.append(f"{call.__name__} {sandbox.id}: {exc}")
+        # While containerd still runs: whatever Pods remain, stopped and removed properly.
+        problems += remove_all_pods(cri)
         footprint.sandbox_ids |= cri.sandbox_ids
         cri.close()
     shims = daemon.shims()
     daemon.stop()
     # Shims outlive containerd by design; after a clean removal there are none left.
-    rig.kill_tree(shims + daemon.shims())
-    footprint.clean(daemon)
+    kill_tree(shims + daemon.shims())
+    footprint.clean(daemon.paths)
     network.teardown()
-    left_mounts = rig.unmount_under(workdir)
-    left_cgroups = rig.remove_cgroups(rig.CGROUP_ROOT)
+    left_mounts = unmount_under(workdir)
+    left_cgroups = remove_cgroups(CGROUP_ROOT)
     if problems or left_cgroups:
         print(f"\n[cri] teardown problems: {problems} cgroups left: {left_cgroups}")
     if os.environ.get("RUNPROC_CRI_KEEP"):
@@ -149,27 +157,36 @@ def _teardown(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(params=ACTIVE_HANDLERS)
-def handler(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    if name == "runproc":
-        binary = runproc_path()
-        if not (binary.is_file() and os.access(binary, os.X_OK)):
-            pytest.skip(f"runproc binary {binary} not built (make build, or set RUNPROC_BIN)")
-    return name
+@pytest.fixture(params=[
+    pytest.param(t, id=t.id, marks=[pytest.mark.timeout(NODE_TIMEOUT)] if t.rig == "node" else [])
+    for t in ACTIVE_TARGETS
+])  # fmt: skip
+def target(request: pytest.FixtureRequest) -> CriTarget:
+    return request.param
 
 
 @pytest.fixture
-def cri(cri_rig: CriRig) -> CriClient:
-    return cri_rig.cri
+def cri_rig(request: pytest.FixtureRequest, target: CriTarget) -> CriRig:
+    """The case's rig: the session's host_cri_rig or node_cri_rig (tests/node/node_fixtures.py),
+    each set up on first use."""
+    rig: CriRig = request.getfixturevalue(f"{target.rig}_cri_rig")
+    request.node.stash[_RIG_KEY] = rig
+    return rig
+
+
+@pytest.fixture
+def handler(target: CriTarget) -> str:
+    if target.handler == "runproc":
+        binary = runproc_path()
+        if not (binary.is_file() and os.access(binary, os.X_OK)):
+            pytest.skip(f"runproc binary {binary} not built (make build, or set RUNPROC_BIN)")
+    return target.handler
 
 
 @pytest.fixture
 def pods(cri_rig: CriRig, handler: str) -> Iterator[PodFactory]:
     """Factory of Pods run with the case's handler; all are stopped and removed afterwards."""
-    from cri_pods import PodFactory
-
-    factory = PodFactory(cri_rig.cri, handler, cri_rig.workdir / "pods")
+    factory = cri_rig.pod_factory(handler)
     yield factory
     errors = factory.cleanup()
     assert not errors, f"Pod cleanup failed: {errors}"
@@ -181,7 +198,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     # On failure attach containerd's log tail: CNI, shim and runtime errors show up there.
     report = yield
-    state = item.config.stash.get(_RIG_KEY, None)
-    if report.failed and state is not None and item.path.is_relative_to(CRI_DIR):
-        report.sections.append(("containerd log (tail)", state.daemon.log_tail()))
+    rig = item.stash.get(_RIG_KEY, None)
+    if report.failed and rig is not None:
+        report.sections.append(("containerd log (tail)", rig.log_tail()))
     return report

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from cri_client import CriClient
 from cri_images import BUSYBOX_IMAGE
-from cri_rig import CGROUP_ROOT
+from cri_paths import CGROUP_ROOT
 
 POD_NAMESPACE = "runproc-cri"  # the Kubernetes namespace in the Pods' metadata
 

@@ -1,6 +1,16 @@
-"""The CRI suite's rig: a private containerd with the CRI plugin, its CNI network, cleanup.
+"""The CRI suite's rigs: a containerd with the CRI plugin each, and the machine it runs on.
 
-Everything lives under one short temp dir (unix socket paths are limited to 107 bytes):
+``CriRig`` is what a case sees (the ``cri_rig`` fixture): a CRI client, the machine containerd
+runs on (``host``, see cri_hosts), where that containerd keeps a Pod's things (``paths``),
+Pod factories bound to a runtime handler, image import, and ``shared``, a dir the tests and
+containerd see at the same path (Pod logs, hostPath volumes, seccomp profiles). Two rigs:
+
+* ``HostCriRig``: the suite's private containerd on this VM (``CriContainerd``), the cgroupfs
+  driver (Pods under /runproc-cri), its own CNI bridge; made by tests/cri/conftest.py.
+* ``NodeCriRig`` (tests/node/node_cri_rig.py): the Kind-like node's containerd, Kind's config
+  with the systemd cgroup driver, runproc installed by packaging/install.sh.
+
+The host rig lives under one short temp dir (unix socket paths are limited to 107 bytes):
 
     <workdir>/containerd.toml, containerd.sock(.ttrpc), containerd.log
     <workdir>/root, <workdir>/state        containerd's root and state (CRI's are inside)
@@ -8,8 +18,9 @@ Everything lives under one short temp dir (unix socket paths are limited to 107 
     <workdir>/runtime-root/<handler>       the OCI runtime's --root (runc options.Root)
     <workdir>/cni/net.d, <workdir>/cni/ipam the CNI config and host-local's leases
     <workdir>/pods/<pod>/...                Pod log directories (as kubelet's /var/log/pods)
+    <workdir>/tmp/<id>                      dirs for hostPath volumes, profiles (shared_dir)
 
-Known footprint outside it (containerd 1.6 / CNI behaviour), removed by the teardown:
+Its known footprint outside it (containerd 1.6 / CNI behaviour), removed by the teardown:
 * the bridge ``rpcri0`` with its address (made here, so that no plugin needs isGateway,
   which would switch on ip_forward) and the Pods' veth peers;
 * the shim's ttrpc socket /run/containerd/s/<sha256(address/k8s.io/<sandbox id>)>;
@@ -21,41 +32,32 @@ Known footprint outside it (containerd 1.6 / CNI behaviour), removed by the tear
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import ipaddress
 import json
 import os
-import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import tomllib
-from cri_images import PAUSE_IMAGE
-from runproc_testlib import alive, descendants, log_tail, stop_daemon
+from cri_hosts import CriHost, processes
+from cri_images import BUSYBOX_IMAGE, PAUSE_IMAGE, build_busybox_archive, build_pause_archive
+from cri_network import CNI_BIN_DIR, CNI_LOOPBACK_NETWORK, CNI_NETWORK, LIBCNI_RESULTS, CniNetwork
+from cri_paths import CRI_PLUGIN, K8S_NAMESPACE, ContainerdPaths, shim_pids
+from runproc_testlib import log_tail, stop_daemon
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # these import grpc, which may be missing (then the suite is skipped)
     from cri_client import CriClient
+    from cri_pods import Pod, PodFactory
 
 CRI_DIR = Path(__file__).resolve().parent
 REPO = CRI_DIR.parents[1]
 PACKAGING_SNIPPET = REPO / "packaging" / "containerd" / "runproc-v2.toml"
-
-K8S_NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin works in
-CRI_PLUGIN = "io.containerd.grpc.v1.cri"
-CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
-CNI_NETWORK = "runproc-cri"
-CNI_LOOPBACK_NETWORK = "cni-loopback"  # the name go-cni gives the loopback network it adds
-BRIDGE = "rpcri0"
-# A private /24 for the Pods; .1 is the bridge. Checked against the host's routes at start.
-SUBNET = ipaddress.ip_network("10.213.77.0/24")
-BRIDGE_IP = SUBNET.network_address + 1
-CGROUP_ROOT = "runproc-cri"  # Pods' cgroup_parent is /runproc-cri/pod<uid>
-SHIM_SOCKET_DIR = Path("/run/containerd/s")
-LIBCNI_RESULTS = Path("/var/lib/cni/results")
+HANDLERS = ("runc", "runproc")  # the runtime handlers the host rig's containerd has
 
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -132,10 +134,22 @@ class CriContainerd:
     workdir: Path
     runproc_bin: Path
     proc: subprocess.Popen[bytes] | None = None
+    paths: ContainerdPaths = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.paths = ContainerdPaths(
+            address=self.workdir / "containerd.sock",
+            root=self.workdir / "root",
+            state=self.workdir / "state",
+            # netns_mounts_under_state_dir = true: <CRI state dir>/netns, not /var/run/netns.
+            netns_dir=self.workdir / "state" / CRI_PLUGIN / "netns",
+            ipam_dir=self.workdir / "cni" / "ipam",
+            runtime_roots={handler: self.workdir / "runtime-root" / handler for handler in HANDLERS},
+        )
 
     @property
     def address(self) -> Path:
-        return self.workdir / "containerd.sock"
+        return self.paths.address
 
     @property
     def config_path(self) -> Path:
@@ -146,45 +160,8 @@ class CriContainerd:
         return self.workdir / "containerd.log"
 
     @property
-    def root(self) -> Path:
-        return self.workdir / "root"
-
-    @property
-    def state(self) -> Path:
-        return self.workdir / "state"
-
-    @property
-    def cri_state(self) -> Path:
-        return self.state / CRI_PLUGIN
-
-    @property
-    def cri_root(self) -> Path:
-        return self.root / CRI_PLUGIN
-
-    @property
-    def netns_dir(self) -> Path:
-        # netns_mounts_under_state_dir = true: <CRI state dir>/netns instead of /var/run/netns.
-        return self.cri_state / "netns"
-
-    @property
     def cni_conf_dir(self) -> Path:
         return self.workdir / "cni" / "net.d"
-
-    @property
-    def ipam_dir(self) -> Path:
-        return self.workdir / "cni" / "ipam"
-
-    def runtime_root(self, handler: str) -> Path:
-        return self.workdir / "runtime-root" / handler
-
-    def task_dir(self, cid: str) -> Path:
-        """The shim's bundle dir for a container or sandbox id."""
-        return self.state / "io.containerd.runtime.v2.task" / K8S_NAMESPACE / cid
-
-    def shim_socket(self, sandbox_id: str) -> Path:
-        """containerd 1.6: /run/containerd/s/sha256(<address>/<namespace>/<shim id>)."""
-        digest = hashlib.sha256(f"{self.address}/{K8S_NAMESPACE}/{sandbox_id}".encode()).hexdigest()
-        return SHIM_SOCKET_DIR / digest
 
     def config(self) -> dict[str, object]:
         # The runproc handler exactly as packaging ships it (annotations included), with
@@ -193,15 +170,15 @@ class CriContainerd:
         runtimes = shipped["plugins"][CRI_PLUGIN]["containerd"]["runtimes"]
         assert set(runtimes) == {"runproc"}, f"unexpected tables in {PACKAGING_SNIPPET}"
         runtimes["runproc"]["options"]["BinaryName"] = str(self.runproc_bin)
-        runtimes["runproc"]["options"]["Root"] = str(self.runtime_root("runproc"))
+        runtimes["runproc"]["options"]["Root"] = str(self.paths.runtime_roots["runproc"])
         runtimes["runc"] = {
             "runtime_type": "io.containerd.runc.v2",
-            "options": {"Root": str(self.runtime_root("runc"))},
+            "options": {"Root": str(self.paths.runtime_roots["runc"])},
         }
         doc: dict[str, object] = {
             "version": 2,
-            "root": str(self.root),
-            "state": str(self.state),
+            "root": str(self.paths.root),
+            "state": str(self.paths.state),
             "disabled_plugins": [
                 # Snapshotters we never use (failing ones only log noise).
                 "io.containerd.snapshotter.v1.aufs",
@@ -294,181 +271,118 @@ class CriContainerd:
 
     def shims(self) -> list[int]:
         """Pids of the shims serving *this* containerd (matched by its unique socket path)."""
-        found = []
-        for pid, argv in processes():
-            if argv and argv[0].endswith(b"containerd-shim-runc-v2") and str(self.address).encode() in argv:
-                found.append(pid)
-        return found
+        return shim_pids(processes(), self.paths)
 
 
-# --------------------------------------------------------------------------- CNI network
+# --------------------------------------------------------------------------- rigs
 
 
 @dataclass
-class CniNetwork:
-    """The Pods' network: our own bridge and a bridge + host-local conflist.
+class CriRig(ABC):
+    """One containerd with the CRI plugin, as the cases use it."""
 
-    No default route and no routes at all (Pods reach only the subnet: each other and
-    the bridge address), isGateway false (the bridge plugin would enable ip_forward),
-    ipMasq false and no portmap (no iptables rules), leases under our workdir.
-    """
+    workdir: Path  # a dir of this VM's, where images are built
+    cri: CriClient
+    host: CriHost
+    paths: ContainerdPaths
+    shared: Path
+    network_state_before: dict[str, str]  # network_state(host) before the rig was set up
 
-    conf_dir: Path
-    ipam_dir: Path
-    created_bridge: bool = False
+    def add_image(self, name: str, archive: bytes) -> None:
+        """Import an OCI archive into containerd's k8s.io namespace; wait until CRI lists it."""
+        from cri_pods import wait_for
 
-    def conflist(self) -> dict[str, object]:
-        hosts = list(SUBNET.hosts())
-        return {
-            "cniVersion": "1.0.0",
-            "name": CNI_NETWORK,
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": BRIDGE,
-                    "isGateway": False,
-                    "isDefaultGateway": False,
-                    "ipMasq": False,
-                    "hairpinMode": False,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{
-                            "subnet": str(SUBNET),
-                            "rangeStart": str(hosts[9]),
-                            "rangeEnd": str(hosts[-1]),
-                        }]],
-                        "routes": [],
-                        "dataDir": str(self.ipam_dir),
-                    },
-                }
-            ],
-        }  # fmt: skip
+        self.import_archive(archive)
+        # The CRI plugin learns of ctr's import through containerd's image events.
+        wait_for(f"CRI to see {name}", lambda: self.cri.image_status(name).image.id, timeout=20)
 
-    def setup(self) -> None:
-        clash = _route_clash(SUBNET)
-        if clash:
-            raise RuntimeError(f"subnet {SUBNET} clashes with a route of this host: {clash}")
-        if _link_exists(BRIDGE):
-            _ip("link", "del", BRIDGE)  # a previous run that died before its teardown
-        _ip("link", "add", BRIDGE, "type", "bridge")
-        self.created_bridge = True
-        _ip("addr", "add", f"{BRIDGE_IP}/{SUBNET.prefixlen}", "dev", BRIDGE)
-        _ip("link", "set", BRIDGE, "up")
-        self.conf_dir.mkdir(parents=True, exist_ok=True)
-        self.ipam_dir.mkdir(parents=True, exist_ok=True)
-        (self.conf_dir / "10-runproc-cri.conflist").write_text(json.dumps(self.conflist(), indent=1))
+    def add_test_images(self) -> None:
+        """The suite's own images (cri_images: pause and busybox), built in ``workdir``."""
+        for name, build in ((PAUSE_IMAGE, build_pause_archive), (BUSYBOX_IMAGE, build_busybox_archive)):
+            self.add_image(name, build(self.workdir))
 
-    def teardown(self) -> None:
-        if self.created_bridge and _link_exists(BRIDGE):
-            _ip("link", "del", BRIDGE)
+    def shared_dir(self) -> Path:
+        """A new dir that the tests and containerd see at the same path."""
+        path = self.shared / "tmp" / uuid.uuid4().hex[:12]
+        path.mkdir(parents=True)
+        return path
+
+    @abstractmethod
+    def import_archive(self, archive: bytes) -> None: ...
+
+    @abstractmethod
+    def pod_factory(self, handler: str) -> PodFactory:
+        """Pods run with ``handler``, with the cgroup parent kubelet gives them here."""
+
+    @abstractmethod
+    def pod_cgroups(self, pod: Pod, ids: Sequence[str]) -> list[Path]:
+        """The cgroup dirs (paths on ``host``) of a running Pod's sandbox and containers ``ids``."""
+
+    def pod_units(self, ids: Sequence[str]) -> list[str]:
+        """The systemd units of a Pod's sandbox and containers ``ids`` (none without systemd)."""
+        return []
+
+    def stray_globs(self) -> list[str]:
+        """Shell patterns of what no runtime call may leave on ``host`` (none where other
+        sessions share the machine)."""
+        return []
+
+    @abstractmethod
+    def log_tail(self) -> str:
+        """The end of containerd's log, for a failure report."""
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+@dataclass
+class HostCriRig(CriRig):
+    daemon: CriContainerd
+    network: CniNetwork
+
+    def import_archive(self, archive: bytes) -> None:
+        self.daemon.import_image(archive)
+
+    def pod_factory(self, handler: str) -> PodFactory:
+        from cri_pods import PodFactory
+
+        return PodFactory(self.cri, handler, self.shared / "pods")
+
+    def pod_cgroups(self, pod: Pod, ids: Sequence[str]) -> list[Path]:
+        parent = pod.config.linux.cgroup_parent.strip("/")
+        return [h / parent / cid for h in Path("/sys/fs/cgroup").iterdir() if (h / parent).is_dir() for cid in ids]
+
+    def log_tail(self) -> str:
+        return self.daemon.log_tail()
 
 
-def _link_exists(name: str) -> bool:
-    return Path("/sys/class/net", name).exists()
+def remove_all_pods(cri: CriClient) -> list[str]:
+    """Stop and remove every Pod containerd still has (its networking torn down through CNI,
+    its mounts and netns removed); the errors."""
+    import grpc
 
-
-def _route_clash(net: ipaddress.IPv4Network) -> str | None:
-    out = subprocess.run(["ip", "-4", "-j", "route", "show", "table", "all"], capture_output=True,
-                         text=True, timeout=10, check=True).stdout
-    for route in json.loads(out or "[]"):
-        dst = route.get("dst", "")
-        if dst in ("default", "") or route.get("dev") == BRIDGE:
-            continue
-        with contextlib.suppress(ValueError):
-            if ipaddress.ip_network(dst, strict=False).overlaps(net) and route.get("type") != "broadcast":
-                if route.get("table") == "local" and route.get("dev") == "lo":
-                    continue
-                return json.dumps(route)
-    return None
-
-
-def host_network_state() -> dict[str, str]:
-    """What the suite promises not to change on the host: forwarding and firewall rules."""
-    state = {"ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()}
-    for tool in ("iptables-save", "ip6tables-save"):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run([tool], capture_output=True, text=True, timeout=10).stdout
-            # Drop comments and packet counters, which change without anyone touching rules.
-            state[tool] = "\n".join(
-                line.split(" [", 1)[0] if line.startswith(":") else line
-                for line in out.splitlines()
-                if not line.startswith("#")
-            )
-    return state
-
-
-# --------------------------------------------------------------------------- teardown helpers
-
-
-def processes() -> Iterable[tuple[int, list[bytes]]]:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
+    problems: list[str] = []
+    try:
+        sandboxes = cri.list_pod_sandbox()
+    except grpc.RpcError as exc:
+        return [f"ListPodSandbox: {exc}"]
+    for sandbox in sandboxes:
+        for call in (cri.stop_pod_sandbox, cri.remove_pod_sandbox):
             try:
-                yield int(entry.name), (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-
-
-def kill_tree(pids: Sequence[int]) -> None:
-    """SIGKILL ``pids`` and all their descendants, children first, and wait for them briefly."""
-    victims = [d for pid in pids for d in descendants(pid)] + list(pids)
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 3.0
-    while any(alive(p) for p in victims) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def mount_points() -> list[str]:
-    with open("/proc/self/mountinfo") as info:
-        return [line.split()[4].replace("\\040", " ") for line in info]
-
-
-def unmount_under(root: Path) -> list[str]:
-    """Lazily unmount every mount point at or below ``root`` (deepest first); return survivors."""
-    prefix = str(root) + "/"
-
-    def ours() -> list[str]:
-        return [p for p in mount_points() if p == str(root) or p.startswith(prefix)]
-
-    for point in sorted(ours(), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, timeout=10)
-    return ours()
-
-
-def remove_cgroups(name: str) -> list[Path]:
-    """rmdir the (empty) cgroup tree /<name> in every hierarchy, deepest first; the survivors."""
-    base = Path("/sys/fs/cgroup")
-    left = []
-    for hierarchy in [base, *(p for p in base.iterdir() if p.is_dir())]:
-        top = hierarchy / name
-        if not top.is_dir():
-            continue
-        dirs = sorted((Path(d) for d, _, _ in os.walk(top)), key=lambda p: len(p.parts), reverse=True)
-        for d in dirs:
-            with contextlib.suppress(OSError):  # not empty / in use: never forced
-                d.rmdir()
-        if top.exists():
-            left.append(top)
-    return left
+                call(sandbox.id)
+            except grpc.RpcError as exc:
+                problems.append(f"{call.__name__} {sandbox.id}: {exc}")
+    return problems
 
 
 @dataclass
 class Footprint:
-    """What the suite touched outside its workdir, removed at the end."""
+    """What the host rig touched outside its workdir, removed at the end."""
 
     sandbox_ids: set[str] = field(default_factory=set)
-    lib_cni_existed: bool = Path("/var/lib/cni").exists()
+    lib_cni_existed: bool = field(default_factory=lambda: Path("/var/lib/cni").exists())
 
-    def clean(self, daemon: CriContainerd) -> None:
+    def clean(self, paths: ContainerdPaths) -> None:
         for sid in self.sandbox_ids:
             with contextlib.suppress(OSError):
-                daemon.shim_socket(sid).unlink()
+                paths.shim_socket(sid).unlink()
             for network, ifname in ((CNI_NETWORK, "eth0"), (CNI_LOOPBACK_NETWORK, "lo")):
                 with contextlib.suppress(OSError):
                     (LIBCNI_RESULTS / f"{network}-{sid}-{ifname}").unlink()
@@ -477,14 +391,3 @@ class Footprint:
             for d in (LIBCNI_RESULTS, LIBCNI_RESULTS.parent):
                 with contextlib.suppress(OSError):
                     d.rmdir()
-
-
-@dataclass
-class CriRig:
-    """What a test may need of the session: the client, the daemon and its dirs."""
-
-    workdir: Path
-    daemon: CriContainerd
-    cri: CriClient
-    network: CniNetwork
-    host_state_before: dict[str, str]

@@ -2,15 +2,15 @@
 outside, images without a shell, configs a runtime refuses, sysctls, mount propagation
 and runproc's host mode through its annotation.
 
-Same rig and handler parametrisation as test_pods.py (the ``pods`` fixture); where runc
-and runproc behave differently on purpose, the case says so and checks each.
+Same rigs and handlers as test_pods.py (the ``pods`` fixture; the machine containerd runs
+on through ``cri_rig.host``); where runc and runproc behave differently on purpose, the case
+says so and checks each.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +19,7 @@ import cri_images
 import grpc
 import pytest
 from cri_checks import pod_footprint
+from cri_hosts import shared_mount
 from cri_pods import PodFactory, expect_rpc_error, wait_for
 from cri_rig import CriRig
 
@@ -33,14 +34,15 @@ def _details(exc: grpc.RpcError) -> str:
 # --------------------------------------------------------------------------- killed from outside
 
 
-def test_container_process_killed_from_outside(pods: PodFactory) -> None:
+def test_container_process_killed_from_outside(pods: PodFactory, cri_rig: CriRig) -> None:
     pb = pods.cri.pb
+    host = cri_rig.host
     pod = pods("killed")
     c = pod.container("main", SLEEP)
     other = pod.container("other", SLEEP)
     pid = c.pid()
-    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep"
-    os.kill(pid, signal.SIGKILL)
+    assert (host.proc(pid) / "cmdline").read_bytes().split(b"\0")[0] == b"sleep"
+    host.kill(pid, signal.SIGKILL)
     status = c.wait_exited()
     assert status.exit_code == 137, status
     # The Pod and its other container go on.
@@ -53,12 +55,13 @@ def test_shim_killed_then_stop_and_remove_clean_up(pods: PodFactory, cri_rig: Cr
     pb = pods.cri.pb
     pod = pods("shimkill")
     c = pod.container("main", SLEEP)
-    footprint = pod_footprint(cri_rig.daemon, pod)
+    host = cri_rig.host
+    footprint = pod_footprint(cri_rig, pod)
     assert len(footprint.shim_pids) == 1, footprint.shim_pids
     shim = footprint.shim_pids[0]
-    cmdline = Path(f"/proc/{shim}/cmdline").read_bytes().split(b"\0")
+    cmdline = (host.proc(shim) / "cmdline").read_bytes().split(b"\0")
     assert b"-id" in cmdline and cmdline[cmdline.index(b"-id") + 1] == pod.id.encode(), cmdline
-    os.kill(shim, signal.SIGKILL)
+    host.kill(shim, signal.SIGKILL)
     # containerd notices the shim's connection close: the container exits, or the Pod
     # goes NotReady (the sandbox's task went with its shim).
     wait_for("containerd to notice the shim's death",
@@ -70,18 +73,21 @@ def test_shim_killed_then_stop_and_remove_clean_up(pods: PodFactory, cri_rig: Cr
     assert pod.id not in [s.id for s in pods.cri.list_pod_sandbox()]
     # Nothing is left but the dead shim's socket file: a SIGKILLed shim cannot remove it
     # and containerd 1.6 does not either (the same with both handlers). Removed here.
-    socket = cri_rig.daemon.shim_socket(pod.id)
+    socket = cri_rig.paths.shim_socket(pod.id)
     assert footprint.wait_gone() == [f"path {socket}"]
-    socket.unlink()
+    host.run(["rm", str(socket)])
     assert footprint.leftovers() == []
 
 
 # --------------------------------------------------------------------------- no /bin/sh
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def noshell_image(cri_rig: CriRig) -> str:
-    """An image holding only the static pause binary (no /bin, no shell)."""
+    """An image holding only the static pause binary (no /bin, no shell); imported into the
+    rig's containerd once."""
+    if cri_rig.cri.image_status(NOSHELL_IMAGE).image.id:
+        return NOSHELL_IMAGE
     rootfs = cri_rig.workdir / "noshell-rootfs"
     rootfs.mkdir(exist_ok=True)
     pause = cri_rig.workdir / "pause-rootfs" / "pause"
@@ -91,8 +97,7 @@ def noshell_image(cri_rig: CriRig) -> str:
         (rootfs / sub).mkdir(exist_ok=True)
     archive = cri_images.oci_archive(NOSHELL_IMAGE, cri_images.layer_from_dir(rootfs),
                                      {"Entrypoint": ["/pause"], "WorkingDir": "/"})
-    cri_rig.daemon.import_image(archive)
-    wait_for(f"CRI to see {NOSHELL_IMAGE}", lambda: cri_rig.cri.image_status(NOSHELL_IMAGE).image.id)
+    cri_rig.add_image(NOSHELL_IMAGE, archive)
     return NOSHELL_IMAGE
 
 
@@ -137,17 +142,17 @@ def test_unknown_capability(pods: PodFactory, handler: str) -> None:
 # --------------------------------------------------------------------------- sysctls
 
 
-def test_unsafe_namespaced_sysctl_applies(pods: PodFactory) -> None:
-    host = Path("/proc/sys/kernel/msgmax").read_text().strip()
+def test_unsafe_namespaced_sysctl_applies(pods: PodFactory, cri_rig: CriRig) -> None:
+    host = cri_rig.host.read_text("/proc/sys/kernel/msgmax").strip()
     value = "16384" if host != "16384" else "16385"
     pod = pods("unsafe", sysctls={"kernel.msgmax": value})
     c = pod.container("main", SLEEP)
     assert c.exec("cat", "/proc/sys/kernel/msgmax").stdout.strip() == value
-    assert Path("/proc/sys/kernel/msgmax").read_text().strip() == host
+    assert cri_rig.host.read_text("/proc/sys/kernel/msgmax").strip() == host
 
 
-def test_non_namespaced_sysctl_is_refused(pods: PodFactory) -> None:
-    before = Path("/proc/sys/kernel/panic").read_text()
+def test_non_namespaced_sysctl_is_refused(pods: PodFactory, cri_rig: CriRig) -> None:
+    before = cri_rig.host.read_text("/proc/sys/kernel/panic")
     name = f"panic-{uuid.uuid4().hex[:6]}"
     config = pods.sandbox_config(name, sysctls={"kernel.panic": "5"})
     try:
@@ -163,30 +168,21 @@ def test_non_namespaced_sysctl_is_refused(pods: PodFactory) -> None:
         assert "sysctl 'kernel.panic' is not in a separate kernel namespace" in text, text
     else:
         assert 'sysctl "kernel.panic" is not in a separate kernel namespace' in text, text
-    assert Path("/proc/sys/kernel/panic").read_text() == before
+    assert cri_rig.host.read_text("/proc/sys/kernel/panic") == before
 
 
 # --------------------------------------------------------------------------- propagation
 
 
 @pytest.fixture
-def shared_dir(tmp_path: Path) -> Iterator[Path]:
-    """A host dir that is its own shared mount (/ is private on this VM)."""
-    real = tmp_path / "prop"
-    real.mkdir()
-    subprocess.run(["mount", "--bind", str(real), str(real)], check=True, timeout=10)
-    try:
-        subprocess.run(["mount", "--make-shared", str(real)], check=True, timeout=10)
+def shared_dir(cri_rig: CriRig) -> Iterator[Path]:
+    """A host dir that is its own shared mount."""
+    with shared_mount(cri_rig.host, cri_rig.shared_dir()) as real:
         yield real
-    finally:
-        subprocess.run(["umount", "-R", "-l", str(real)], timeout=10)
 
 
-def _mounted(path: Path) -> bool:
-    return any(line.split()[4] == str(path) for line in Path("/proc/self/mountinfo").read_text().splitlines())
-
-
-def test_mount_propagation_modes(pods: PodFactory, shared_dir: Path) -> None:
+def test_mount_propagation_modes(pods: PodFactory, cri_rig: CriRig, shared_dir: Path) -> None:
+    host = cri_rig.host
     pb = pods.cri.pb
     pod = pods("prop", security={"privileged": True})
     c = pod.container("main", SLEEP, security={"privileged": True}, mounts=[
@@ -196,9 +192,8 @@ def test_mount_propagation_modes(pods: PodFactory, shared_dir: Path) -> None:
     ])  # fmt: skip
     # A mount made on the host after the start...
     (shared_dir / "late").mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "rpcri-late", str(shared_dir / "late")],
-                   check=True, timeout=10)
-    (shared_dir / "late" / "f").write_text("late\n")
+    host.run(["mount", "-t", "tmpfs", "-o", "size=1m", "rpcri-late", str(shared_dir / "late")], timeout=10)
+    host.write_text(shared_dir / "late" / "f", "late\n")  # into the tmpfs, as the host sees it
     # ...reaches the rslave and rshared volumes, not the rprivate one.
     assert c.exec("cat", "/slave/late/f").stdout == "late\n"
     assert c.exec("cat", "/shared/late/f").stdout == "late\n"
@@ -207,26 +202,27 @@ def test_mount_propagation_modes(pods: PodFactory, shared_dir: Path) -> None:
     (shared_dir / "inner").mkdir()
     c.exec("mount", "-t", "tmpfs", "-o", "size=1m", "rpcri-inner", "/shared/inner")
     c.sh("echo inner > /shared/inner/g")
-    assert _mounted(shared_dir / "inner")
-    assert (shared_dir / "inner" / "g").read_text() == "inner\n"
+    assert str(shared_dir / "inner") in host.mount_points()
+    assert host.read_text(shared_dir / "inner" / "g") == "inner\n"
 
 
 # --------------------------------------------------------------------------- host mode
 
 
-def test_host_mode_container_via_annotation(pods: PodFactory, handler: str, tmp_path: Path) -> None:
+def test_host_mode_container_via_annotation(pods: PodFactory, handler: str, cri_rig: CriRig) -> None:
     pb = pods.cri.pb
-    marker = tmp_path / f"host-only-{uuid.uuid4().hex[:8]}"
+    host = cri_rig.host
+    marker = cri_rig.shared_dir() / f"host-only-{uuid.uuid4().hex[:8]}"
     marker.write_text("host\n")
     pod = pods("hostmode", annotations={"runproc.host": "1"})
     c = pod.container("main", SLEEP, annotations={"runproc.host": "1"})
     assert c.status().state == pb.CONTAINER_RUNNING
     seen = c.exec("cat", str(marker), check=False)
     # The sandbox (pause) never runs in host mode: its root is the pause image's rootfs.
-    host_root = os.stat("/")
-    sandbox_root = os.stat(f"/proc/{pod.info()['pid']}/root/")
+    host_root = os.stat(host.proc(host.reference_pid) / "root")
+    sandbox_root = os.stat(host.proc(int(pod.info()["pid"])) / "root")
     assert (sandbox_root.st_dev, sandbox_root.st_ino) != (host_root.st_dev, host_root.st_ino)
-    container_root = os.stat(f"/proc/{c.pid()}/root/")
+    container_root = os.stat(host.proc(c.pid()) / "root")
     if handler == "runproc":
         # The annotation reaches runproc (runproc-v2.toml): the container runs in the
         # host's mount namespace and sees a file only the host has.

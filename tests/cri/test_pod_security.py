@@ -1,17 +1,19 @@
 """CRI cases for what a Pod spec's securityContext, sysctls, volumes and limits turn into.
 
-Same rig and handler parametrisation as test_pods.py (the ``pods`` fixture).
+Same rigs and handlers as test_pods.py (the ``pods`` fixture); what a case checks on the
+machine containerd runs on it reads through ``cri_rig.host``.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cri_hosts import CriHost, shared_mount
 from cri_pods import Container, PodFactory
+from cri_rig import CriRig
 
 SLEEP = ["sleep", "3600"]
 CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN = 0, 12, 21
@@ -28,8 +30,9 @@ def status_field(text: str, name: str) -> str:
     raise AssertionError(f"{name} not in {text!r}")
 
 
-def host_status(name: str) -> str:
-    return status_field(Path("/proc/self/status").read_text(), name)
+def host_status(host: CriHost, name: str) -> str:
+    """A field of the status of the process that stands for ``host`` (its capabilities)."""
+    return status_field((host.proc(host.reference_pid) / "status").read_text(), name)
 
 
 # --------------------------------------------------------------------------- identity
@@ -86,22 +89,21 @@ def test_capabilities_add_and_drop(pods: PodFactory) -> None:
     tuned.exec("ip", "link", "set", "lo", "mtu", "60000")
 
 
-def test_privileged(pods: PodFactory) -> None:
+def test_privileged(pods: PodFactory, cri_rig: CriRig) -> None:
     pod = pods("priv", security={"privileged": True})
     priv = pod.container("priv", SLEEP, security={"privileged": True})
     plain = pod.container("plain", SLEEP)
     status = priv.exec("cat", "/proc/self/status").stdout
     # Every capability the host has (this VM's root lacks CAP_SYS_RESOURCE, so not "all").
-    assert status_field(status, "CapEff") == host_status("CapBnd")
+    assert status_field(status, "CapEff") == host_status(cri_rig.host, "CapBnd")
     assert status_field(status, "Seccomp") == "0"
     # No masked or read-only paths (containerd drops kubelet's lists), host devices, /sys rw.
     assert priv.sh(f"head -c 1 {MASKED_FILE} | wc -c").stdout.strip() == "1"
     assert plain.sh(f"head -c 1 {MASKED_FILE} | wc -c").stdout.strip() == "0"
     priv.sh("echo 0 > /proc/sys/kernel/shm_rmid_forced")  # IPC-namespaced: the Pod's own value
-    host_dev = sorted(p.name for p in Path("/dev").iterdir() if p.is_block_device())[:1]
-    if host_dev:
-        assert priv.exec("test", "-b", f"/dev/{host_dev[0]}", check=False).exit_code == 0
-        assert plain.exec("test", "-e", f"/dev/{host_dev[0]}", check=False).exit_code != 0
+    host_dev, kind = _device_only_the_host_has(cri_rig.host)
+    assert priv.exec("test", kind, host_dev, check=False).exit_code == 0
+    assert plain.exec("test", "-e", host_dev, check=False).exit_code != 0
     # containerd asks for a writable sysfs in privileged containers only. (runc 1.1.5 on
     # this VM still shows /sys read-only in both, so the mount itself is not checked.)
     def sysfs_options(c: Container) -> list[str]:
@@ -135,10 +137,23 @@ def test_masked_and_readonly_paths(pods: PodFactory) -> None:
     none.sh("echo 1 > /proc/sys/kernel/shm_rmid_forced")  # the Pod's IPC namespace only
 
 
+def _device_only_the_host_has(host: CriHost) -> tuple[str, str]:
+    """A device node of ``host``'s /dev that runc's default set lacks, and its ``test`` flag:
+    a block device on this VM; in the node, whose /dev is nspawn's (no block devices), a
+    character device (/dev/net/tun)."""
+    default = {f"/dev/{name}" for name in ("null", "zero", "full", "random", "urandom", "tty", "console", "ptmx")}
+    for kind in ("b", "c"):
+        found = host.run(["find", "/dev", "-maxdepth", "2", "-type", kind]).stdout.split()
+        candidates = sorted(d for d in found if d not in default and not d.startswith("/dev/pts/"))
+        if candidates:
+            return candidates[0], f"-{kind}"
+    raise AssertionError("no device on the host besides runc's default ones")
+
+
 @pytest.fixture
-def deny_mkdir_profile(tmp_path: Path) -> Path:
+def deny_mkdir_profile(cri_rig: CriRig) -> Path:
     """A Localhost seccomp profile: allow everything but mkdir/mkdirat (EPERM)."""
-    profile = tmp_path / "deny-mkdir.json"
+    profile = cri_rig.shared_dir() / "deny-mkdir.json"
     profile.write_text(json.dumps({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
@@ -172,46 +187,42 @@ def test_seccomp_profiles(pods: PodFactory, deny_mkdir_profile: Path) -> None:
 # --------------------------------------------------------------------------- sysctls
 
 
-def test_safe_sysctls(pods: PodFactory) -> None:
+def test_safe_sysctls(pods: PodFactory, cri_rig: CriRig) -> None:
     sysctls = {
         "kernel.shm_rmid_forced": "1",
         "net.ipv4.ip_unprivileged_port_start": "80",
         "net.ipv4.ping_group_range": "0 2147483647",
     }
-    host_before = {k: _host_sysctl(k) for k in sysctls}
+    host_before = {k: _host_sysctl(cri_rig.host, k) for k in sysctls}
     pod = pods("sysctl", sysctls=sysctls)
     c = pod.container("main", SLEEP)
     for key, value in sysctls.items():
         assert c.exec("sysctl", "-n", key).stdout.split() == value.split(), key
     # Namespaced: the host keeps its own values.
-    assert {k: _host_sysctl(k) for k in sysctls} == host_before
+    assert {k: _host_sysctl(cri_rig.host, k) for k in sysctls} == host_before
 
 
-def _host_sysctl(key: str) -> str:
-    return " ".join(Path("/proc/sys", *key.split(".")).read_text().split())
+def _host_sysctl(host: CriHost, key: str) -> str:
+    return " ".join(host.read_text(Path("/proc/sys", *key.split("."))).split())
 
 
 # --------------------------------------------------------------------------- volumes
 
 
 @pytest.fixture
-def shared_volume(tmp_path: Path) -> Iterator[Path]:
-    """A host dir that is its own shared mount (/ is private here; HostToContainer
-    propagation needs a shared or slave source), reached through a symlink."""
-    real = tmp_path / "vol-real"
+def shared_volume(cri_rig: CriRig) -> Iterator[Path]:
+    """A host dir that is its own shared mount (HostToContainer propagation needs a shared or
+    slave source), reached through a symlink."""
+    real = cri_rig.shared_dir() / "vol-real"
     real.mkdir()
     (real / "file").write_text("from the host\n")
-    subprocess.run(["mount", "--bind", str(real), str(real)], check=True, timeout=10)
-    try:
-        subprocess.run(["mount", "--make-shared", str(real)], check=True, timeout=10)
-        link = tmp_path / "vol-link"
+    with shared_mount(cri_rig.host, real):
+        link = real.parent / "vol-link"
         link.symlink_to(real)
         yield link
-    finally:
-        subprocess.run(["umount", "-R", "-l", str(real)], timeout=10)
 
 
-def test_host_path_symlink_volume_with_propagation(pods: PodFactory, shared_volume: Path) -> None:
+def test_host_path_symlink_volume_with_propagation(pods: PodFactory, cri_rig: CriRig, shared_volume: Path) -> None:
     pb = pods.cri.pb
     real = shared_volume.resolve()
     pod = pods("volume")
@@ -227,8 +238,8 @@ def test_host_path_symlink_volume_with_propagation(pods: PodFactory, shared_volu
     assert c.exec("touch", "/data-ro/x", check=False).exit_code != 0
     # A mount made on the host after the start propagates into the container (rslave)...
     (real / "sub").mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "rpcri-vol", str(real / "sub")], check=True, timeout=10)
-    (real / "sub" / "late").write_text("late mount\n")
+    cri_rig.host.run(["mount", "-t", "tmpfs", "-o", "size=1m", "rpcri-vol", str(real / "sub")], timeout=10)
+    cri_rig.host.write_text(real / "sub" / "late", "late mount\n")  # into the tmpfs, as the host sees it
     assert c.exec("cat", "/data/sub/late").stdout == "late mount\n"
     # ...but not into the private read-only one.
     assert c.exec("test", "-e", "/data-ro/sub/late", check=False).exit_code != 0
@@ -248,28 +259,30 @@ def test_memory_limit_overrun_is_oom_killed(pods: PodFactory) -> None:
     assert (status.exit_code, status.reason) == (137, "OOMKilled"), status
 
 
-def test_update_container_resources(pods: PodFactory) -> None:
+def test_update_container_resources(pods: PodFactory, cri_rig: CriRig) -> None:
     pb = pods.cri.pb
     pod = pods("update")
     c = pod.container("main", SLEEP, resources=pb.LinuxContainerResources(
         memory_limit_in_bytes=64 << 20, cpu_period=100000, cpu_quota=50000, cpu_shares=512))  # fmt: skip
-    memory = _cgroup_dir(c, "memory")
-    cpu = _cgroup_dir(c, "cpu")
-    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
-    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
-    assert (cpu / "cpu.shares").read_text().strip() == "512"
+    host = cri_rig.host
+    memory = _cgroup_dir(host, c, "memory")
+    cpu = _cgroup_dir(host, c, "cpu")
+    assert host.read_text(memory / "memory.limit_in_bytes").strip() == str(64 << 20)
+    assert host.read_text(cpu / "cpu.cfs_quota_us").strip() == "50000"
+    assert host.read_text(cpu / "cpu.shares").strip() == "512"
     # The shim runs `<runtime> update --resources -`; the cgroup follows.
     pods.cri.call("runtime", "UpdateContainerResources", pb.UpdateContainerResourcesRequest(
         container_id=c.id, linux=pb.LinuxContainerResources(
             memory_limit_in_bytes=96 << 20, cpu_period=100000, cpu_quota=20000, cpu_shares=256)))  # fmt: skip
-    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(96 << 20)
-    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "20000"
-    assert (cpu / "cpu.shares").read_text().strip() == "256"
+    assert host.read_text(memory / "memory.limit_in_bytes").strip() == str(96 << 20)
+    assert host.read_text(cpu / "cpu.cfs_quota_us").strip() == "20000"
+    assert host.read_text(cpu / "cpu.shares").strip() == "256"
 
 
-def _cgroup_dir(c: Container, controller: str) -> Path:
-    """The container's cgroup v1 directory for ``controller``, from its init's /proc entry."""
-    for line in Path(f"/proc/{c.pid()}/cgroup").read_text().splitlines():
+def _cgroup_dir(host: CriHost, c: Container, controller: str) -> Path:
+    """The container's cgroup v1 directory for ``controller`` on ``host``, from its init's
+    /proc entry as read there (so in the node's cgroup namespace, on the node)."""
+    for line in host.read_text(f"/proc/{c.pid()}/cgroup").splitlines():
         _, controllers, path = line.split(":", 2)
         if controller in controllers.split(","):
             return Path("/sys/fs/cgroup", controller, path.lstrip("/"))

@@ -1,25 +1,27 @@
 """CRI end-to-end cases: Pods as kubelet runs them, through containerd's CRI plugin.
 
-Each case takes the ``pods`` fixture (a PodFactory bound to the case's runtime handler,
-see HANDLERS in conftest.py) and so runs once per handler. Traffic only ever goes to the
-Pods' own addresses, to 127.0.0.1 inside a Pod, or to the test bridge's address.
+Each case takes the ``pods`` fixture (a PodFactory bound to the case's runtime handler on
+the case's rig, see TARGETS in conftest.py) and so runs once per target. What a case checks
+on the machine containerd runs on (this VM or the Kind-like node) it reads through
+``cri_rig.host``. Traffic only ever goes to the Pods' own addresses, to 127.0.0.1 inside a
+Pod, or to the test bridge's address.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import grpc
 import pytest
-from cri_checks import pod_footprint
+from cri_checks import loaded_units, pod_footprint
 from cri_pods import Container, PodFactory, expect_rpc_error, wait_for
-from cri_rig import BRIDGE_IP, SUBNET, CriRig, host_network_state, processes
+from cri_hosts import CriHost
+from cri_network import BRIDGE_IP, SUBNET, network_state
+from cri_rig import CriRig
 
 SLEEP = ["sleep", "3600"]
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
@@ -44,23 +46,26 @@ def send_from(container: Container, host: str, port: int, text: str, timeout: fl
     )
 
 
-def ns_inode(pid: int, ns: str) -> str:
-    return str(Path(f"/proc/{pid}/ns/{ns}").readlink())
+def ns_inode(host: CriHost, pid: int, ns: str) -> str:
+    """The namespace a process of ``host`` is in (its pid as containerd reports it)."""
+    return str((host.proc(pid) / "ns" / ns).readlink())
 
 
 # --------------------------------------------------------------------------- namespaces
 
 
 @pytest.mark.parametrize("share_pid", [False, True], ids=["pid-per-container", "shareProcessNamespace"])
-def test_containers_share_the_pod_network(pods: PodFactory, share_pid: bool) -> None:
+def test_containers_share_the_pod_network(pods: PodFactory, cri_rig: CriRig, share_pid: bool) -> None:
+    host = cri_rig.host
     pod = pods("net", share_pid=share_pid)
     server = pod.container("server", listen_then_log(8080))
     client = pod.container("client", ["sleep", "1002"])
 
     # One network namespace: the sandbox's, with the Pod's IP on eth0.
     sandbox_pid = int(pod.info()["pid"])
-    assert ns_inode(server.pid(), "net") == ns_inode(client.pid(), "net") == ns_inode(sandbox_pid, "net")
-    assert ns_inode(sandbox_pid, "net") != ns_inode(os.getpid(), "net")
+    assert ns_inode(host, server.pid(), "net") == ns_inode(host, client.pid(), "net") \
+        == ns_inode(host, sandbox_pid, "net")  # fmt: skip
+    assert ns_inode(host, sandbox_pid, "net") != ns_inode(host, host.reference_pid, "net")
     ip = pod.ip
     assert ip in [str(h) for h in SUBNET.hosts()]
     for c in (server, client):
@@ -74,15 +79,16 @@ def test_containers_share_the_pod_network(pods: PodFactory, share_pid: bool) -> 
     ps = client.exec("ps", "-o", "pid,args").stdout
     if share_pid:
         assert "sleep 1002" in ps and "nc -l -p 8080" in ps and "/pause" in ps, ps
-        assert ns_inode(server.pid(), "pid") == ns_inode(client.pid(), "pid") == ns_inode(sandbox_pid, "pid")
+        assert ns_inode(host, server.pid(), "pid") == ns_inode(host, client.pid(), "pid") \
+            == ns_inode(host, sandbox_pid, "pid")  # fmt: skip
     else:
         assert "sleep 1002" in ps and "nc -l" not in ps and "/pause" not in ps, ps
         assert re.search(r"^\s*1\s+sleep 1002\s*$", ps, re.M), ps
-        assert ns_inode(server.pid(), "pid") != ns_inode(client.pid(), "pid")
-    assert ns_inode(client.pid(), "pid") != ns_inode(os.getpid(), "pid")
+        assert ns_inode(host, server.pid(), "pid") != ns_inode(host, client.pid(), "pid")
+    assert ns_inode(host, client.pid(), "pid") != ns_inode(host, host.reference_pid, "pid")
     # IPC and UTS are the Pod's too.
     for ns in ("ipc", "uts"):
-        assert ns_inode(server.pid(), ns) == ns_inode(client.pid(), ns) == ns_inode(sandbox_pid, ns)
+        assert ns_inode(host, server.pid(), ns) == ns_inode(host, client.pid(), ns) == ns_inode(host, sandbox_pid, ns)
 
 
 def test_pods_reach_each_other_and_the_bridge_only(pods: PodFactory, cri_rig: CriRig) -> None:
@@ -96,8 +102,11 @@ def test_pods_reach_each_other_and_the_bridge_only(pods: PodFactory, cri_rig: Cr
     send_from(client, first.ip, 8081, "hello-from-second-pod")
     server.wait_log("hello-from-second-pod")
 
-    # Pod to the bridge address (the host listens there) and host to Pod.
-    with socket.create_server((str(BRIDGE_IP), 0)) as listener:
+    # Pod to the bridge address (the host listens there) and host to Pod; on the node, the
+    # test's sockets are made in the node's network namespace, where its bridge is.
+    with cri_rig.host.network_namespace():
+        listener = socket.create_server((str(BRIDGE_IP), 0))
+    with listener:
         listener.settimeout(15)
         received: dict[str, object] = {}
         # nc sends, half-closes, and exits only when the peer closes: serve from a thread.
@@ -107,14 +116,15 @@ def test_pods_reach_each_other_and_the_bridge_only(pods: PodFactory, cri_rig: Cr
         server_thread.join(15)
     assert received.get("data") == b"hello-bridge\n" and received.get("peer") == second.ip, received
     server2 = second.container("server2", listen_then_log(8082))
-    wait_for("the host to connect to the Pod", lambda: _host_send(second.ip, 8082, b"hello-from-host\n"), 15)
+    with cri_rig.host.network_namespace():
+        wait_for("the host to connect to the Pod", lambda: _host_send(second.ip, 8082, b"hello-from-host\n"), 15)
     server2.wait_log("hello-from-host")
 
     # No default route, nothing but the Pod subnet; forwarding and firewall untouched.
     routes = client.exec("ip", "-4", "route").stdout.strip().splitlines()
     assert len(routes) == 1 and routes[0].startswith(f"{SUBNET} dev eth0"), routes
     assert "default" not in client.exec("ip", "-6", "route").stdout
-    assert host_network_state() == cri_rig.host_state_before
+    assert network_state(cri_rig.host) == cri_rig.network_state_before
 
 
 def _serve_once(listener: socket.socket, into: dict[str, object]) -> None:
@@ -142,7 +152,7 @@ def _host_send(ip: str, port: int, data: bytes) -> bool:
 # --------------------------------------------------------------------------- Pod files
 
 
-def test_hostname_hosts_and_dns_as_the_pod_sets_them(pods: PodFactory, tmp_path: Path) -> None:
+def test_hostname_hosts_and_dns_as_the_pod_sets_them(pods: PodFactory, cri_rig: CriRig) -> None:
     dns = {
         # Written into resolv.conf only: nothing here resolves names.
         "servers": [str(BRIDGE_IP)],
@@ -151,7 +161,7 @@ def test_hostname_hosts_and_dns_as_the_pod_sets_them(pods: PodFactory, tmp_path:
     }
     pod = pods("files", hostname="web-0", dns=dns)
     # kubelet manages /etc/hosts itself: it writes the Pod's file and mounts it in.
-    hosts = tmp_path / "etc-hosts"
+    hosts = cri_rig.shared_dir() / "etc-hosts"
     hosts.write_text(
         "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
         f"{pod.ip}\tweb-0.files.runproc-cri.svc.cluster.local\tweb-0\n"
@@ -170,13 +180,13 @@ def test_hostname_hosts_and_dns_as_the_pod_sets_them(pods: PodFactory, tmp_path:
         )
     assert main.exec("cat", "/etc/hosts").stdout == hosts.read_text()
     # Without kubelet's mount, containerd 1.6 gives the Pod a copy of the host's /etc/hosts.
-    assert plain.exec("cat", "/etc/hosts").stdout == Path("/etc/hosts").read_text()
+    assert plain.exec("cat", "/etc/hosts").stdout == cri_rig.host.read_text("/etc/hosts")
 
 
-def test_no_dns_config_copies_the_hosts_resolv_conf(pods: PodFactory) -> None:
+def test_no_dns_config_copies_the_hosts_resolv_conf(pods: PodFactory, cri_rig: CriRig) -> None:
     pod = pods("nodns", hostname="nodns")
     c = pod.container("main", SLEEP)
-    assert c.exec("cat", "/etc/resolv.conf").stdout == Path("/etc/resolv.conf").read_text()
+    assert c.exec("cat", "/etc/resolv.conf").stdout == cri_rig.host.read_text("/etc/resolv.conf")
 
 
 # --------------------------------------------------------------------------- exec
@@ -194,7 +204,7 @@ def test_exec_sync(pods: PodFactory) -> None:
     assert c.status().state == pod.pb.CONTAINER_RUNNING
 
 
-def test_exec_sync_timeout_kills_the_process(pods: PodFactory) -> None:
+def test_exec_sync_timeout_kills_the_process(pods: PodFactory, cri_rig: CriRig) -> None:
     pod = pods("exectimeout")
     c = pod.container("main", SLEEP)
     marker = str(4000 + uuid.uuid4().int % 5000)  # a unique `sleep N` to find on the host
@@ -206,7 +216,7 @@ def test_exec_sync_timeout_kills_the_process(pods: PodFactory) -> None:
     target = f"sleep\0{marker}\0".encode()
 
     def gone() -> bool:
-        return not any(b"\0".join(argv) == target for _, argv in processes())
+        return not any(b"\0".join(argv) == target for _, argv in cri_rig.host.processes())
 
     wait_for(f"the timed-out `sleep {marker}` to be gone", gone, timeout=5)
     # The container itself is unharmed and still takes execs.
@@ -275,12 +285,15 @@ def test_stop_and_remove_leave_nothing_behind(pods: PodFactory, cri_rig: CriRig)
     polite = pod.container("polite", ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"])
     stubborn = pod.container("stubborn", ["sh", "-c", "trap '' TERM; sleep 3600 & wait"])
     assert [c.status().state for c in (polite, stubborn)] == [pb.CONTAINER_RUNNING] * 2
-    footprint = pod_footprint(cri_rig.daemon, pod)
+    footprint = pod_footprint(cri_rig, pod)
+    host = cri_rig.host
     # Everything the check looks for exists while the Pod runs (so its absence means something).
-    assert not [p for p in footprint.paths if not p.exists()], footprint.paths
-    assert footprint.netns is not None and str(footprint.netns) in Path("/proc/self/mountinfo").read_text()
-    assert footprint.netns.is_relative_to(cri_rig.daemon.netns_dir)
+    assert host.existing(footprint.paths) == footprint.paths, footprint.paths
+    assert footprint.netns is not None and str(footprint.netns_mount) in host.mount_points()
+    assert footprint.netns.is_relative_to(cri_rig.paths.netns_dir)
     assert footprint.shim_pids and footprint.cgroups
+    assert host.existing(footprint.cgroups) == footprint.cgroups, footprint.cgroups
+    assert loaded_units(host, footprint.units) == footprint.units
 
     polite.stop(timeout=10)
     assert (s := polite.status()).state == pb.CONTAINER_EXITED and s.exit_code == 0, s
@@ -295,7 +308,7 @@ def test_stop_and_remove_leave_nothing_behind(pods: PodFactory, cri_rig: CriRig)
     pod.stop()
     assert pod.status().state == pb.SANDBOX_NOTREADY
     # StopPodSandbox already released the network: netns unmounted and deleted.
-    assert not footprint.netns.exists()
+    assert not host.existing([footprint.netns])
     pod.stop()  # idempotent, as kubelet relies on
     pod.remove()
     pod.remove()  # idempotent too
@@ -307,7 +320,7 @@ def test_remove_pod_with_running_containers(pods: PodFactory, cri_rig: CriRig) -
     pod = pods("forced", share_pid=True)
     pod.container("a", SLEEP)
     pod.container("b", ["sh", "-c", "sleep 3600 & sleep 3600 & wait"])
-    footprint = pod_footprint(cri_rig.daemon, pod)
+    footprint = pod_footprint(cri_rig, pod)
     # kubelet always stops first; RemovePodSandbox alone must still refuse or clean up.
     pod.stop()
     pod.remove()

@@ -4,6 +4,7 @@
 (config version 2, runc with ``SystemdCgroup = true``, the systemd cgroup driver of kubelet
 since Kubernetes 1.24), adapted only where this node differs: the CNI plugins are Debian's
 (/usr/lib/cni) and the sandbox image is the locally built pause image (tests/cri/cri_images).
+``NODE_CONTAINERD_PATHS`` is where that containerd keeps a Pod's things (its defaults).
 The CRI client, images and Pod helpers are tests/cri's, pointed at the node's socket.
 """
 
@@ -14,13 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from cri_client import CriClient
-from cri_images import BUSYBOX_IMAGE, PAUSE_IMAGE, build_busybox_archive, build_pause_archive
-from cri_pods import PodFactory, wait_for
-from cri_rig import CNI_BIN_DIR, K8S_NAMESPACE, CniNetwork
+from cri_images import PAUSE_IMAGE
+from cri_network import CNI_BIN_DIR, CONFLIST_NAME, conflist
+from cri_paths import ContainerdPaths
+from cri_pods import PodFactory
 from node_machine import SystemdNode
 
 CONFIG_PATH = "/etc/containerd/config.toml"
-CNI_CONFLIST_PATH = "/etc/cni/net.d/10-runproc-cri.conflist"
+CNI_CONF_DIR = Path("/etc/cni/net.d")
+# containerd 1.6's defaults, which Kind's config keeps: the runc v2 shim's runtime root for
+# every handler, host-local's default dataDir.
+NODE_CONTAINERD_PATHS = ContainerdPaths(
+    address=Path("/run/containerd/containerd.sock"),
+    root=Path("/var/lib/containerd"),
+    state=Path("/run/containerd"),
+    netns_dir=Path("/var/run/netns"),
+    ipam_dir=Path("/var/lib/cni/networks"),
+    runtime_roots={handler: Path("/run/containerd/runc") for handler in ("runc", "runproc")},
+)
 
 KIND_CONTAINERD_CONFIG = f"""\
 version = 2
@@ -34,7 +46,7 @@ version = 2
     tolerate_missing_hugepages_controller = true
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "{CNI_BIN_DIR}"
-      conf_dir = "/etc/cni/net.d"
+      conf_dir = "{CNI_CONF_DIR}"
     [plugins."io.containerd.grpc.v1.cri".containerd]
       default_runtime_name = "runc"
       discard_unpacked_layers = true
@@ -55,18 +67,13 @@ def seed_kind_config(node: SystemdNode) -> None:
     """Before boot: Kind's containerd config and a CNI network (tests/cri's bridge conflist;
     the bridge lives in the node's own network namespace)."""
     node.seed(CONFIG_PATH, KIND_CONTAINERD_CONFIG)
-    network = CniNetwork(Path("/etc/cni/net.d"), Path("/var/lib/cni/networks"))
-    node.seed(CNI_CONFLIST_PATH, json.dumps(network.conflist(), indent=1) + "\n")
+    node.seed(str(CNI_CONF_DIR / CONFLIST_NAME), json.dumps(conflist(NODE_CONTAINERD_PATHS.ipam_dir), indent=1) + "\n")
 
 
-def import_images(node: SystemdNode, cri: CriClient) -> None:
-    """Build tests/cri's images on the host and import them with the node's own ctr."""
-    for build in (build_pause_archive, build_busybox_archive):
-        archive = build(node.scratch)
-        node.run(["ctr", "--namespace", K8S_NAMESPACE, "images", "import", "-"], input=archive)
-    for image in (PAUSE_IMAGE, BUSYBOX_IMAGE):
-        # The CRI plugin learns of ctr's import through containerd's image events.
-        wait_for(f"CRI to see {image}", lambda image=image: cri.image_status(image).image.id, timeout=20)
+def containerd_journal(node: SystemdNode, lines: int = 60) -> str:
+    """The end of the node's containerd journal (shim and runtime errors show up there)."""
+    journal = node.run(["journalctl", "-u", "containerd", "--no-pager", "-n", str(lines)], check=False)
+    return journal.stdout + journal.stderr
 
 
 def pod_cgroup_parent(driver: str, uid: str) -> str:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node_machine import SystemdNode
 from runproc_testlib import runproc_path
+
+if TYPE_CHECKING:
+    from cri_client import CriClient
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGING = REPO / "packaging"
@@ -40,3 +44,13 @@ def runproc_systemd_cgroup(node: SystemdNode) -> bool:
     return bool(runtimes["runproc"].get("options", {}).get("SystemdCgroup", False))
 
 
+def use_cgroup_driver(node: SystemdNode, cri: CriClient, handler: str, driver: str) -> None:
+    """Make ``handler``'s SystemdCgroup match kubelet's cgroup ``driver`` (node-wide). runc
+    keeps Kind's (systemd); runproc's is switched with install.sh's own --systemd-cgroup
+    option, which restarts containerd when the config changes."""
+    want = driver == "systemd"
+    if handler == "runc":
+        assert want, "the node's runc handler is Kind's: systemd cgroup driver only"
+    elif runproc_systemd_cgroup(node) != want:
+        run_install_sh(node, "--systemd-cgroup", "true" if want else "false")
+        cri.wait_ready()

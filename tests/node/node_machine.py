@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from cri_rig import kill_tree, processes, remove_cgroups, unmount_under
+from cri_hosts import kill_tree, processes, remove_cgroups, run_captured, unmount_under
 
 BOOT_TIMEOUT = 180.0
 STOP_TIMEOUT = 60.0
@@ -266,24 +266,26 @@ class SystemdNode:
         if self.leader is None:
             raise NodeError(f"node {self.name} is not running")
         env = [f"{k}={v}" for k, v in NODE_ENV.items()]
-        cmd = ["nsenter", "-t", str(self.leader), "-a", "--", "env", "-i", *env, *argv]
-        raw = subprocess.run(cmd, input=input.encode() if isinstance(input, str) else input, capture_output=True,
-                             stdin=None if input is not None else subprocess.DEVNULL, timeout=timeout)  # fmt: skip
-        proc = subprocess.CompletedProcess(argv, raw.returncode, raw.stdout.decode(errors="replace"),
-                                           raw.stderr.decode(errors="replace"))  # fmt: skip
+        proc = run_captured(["nsenter", "-t", str(self.leader), "-a", "--", "env", "-i", *env, *argv], input=input,
+                            timeout=timeout)  # fmt: skip
+        proc.args = argv
         if check and proc.returncode != 0:
             raise NodeError(f"in node {self.name}: {shlex.join(argv)} exited {proc.returncode}\n"
                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc
 
     def copy_in(self, source: Path, dest: str, mode: int | None = None) -> None:
-        """Copy a host file into the node at ``dest`` (parents made; mode kept unless given).
+        """Copy a host file into the node at ``dest`` (parents made; mode kept unless given)."""
+        self.write_bytes(dest, source.read_bytes(), source.stat().st_mode & 0o7777 if mode is None else mode)
+
+    def write_bytes(self, dest: str, data: bytes, mode: int = 0o644) -> None:
+        """Write ``data`` to ``dest`` in the node (parents made; replaced atomically).
 
         Streamed through a shell in the node rather than written through /proc/<pid>/root,
-        where absolute symlinks would resolve against the host's root."""
-        mode = source.stat().st_mode & 0o7777 if mode is None else mode
+        where absolute symlinks would resolve against the host's root, and mounts made in
+        the node would be missed."""
         script = 'mkdir -p "$(dirname "$1")" && cat > "$1.copy-in" && chmod "$2" "$1.copy-in" && mv -f "$1.copy-in" "$1"'
-        self.run(["sh", "-c", script, "copy-in", dest, f"{mode:o}"], input=source.read_bytes())
+        self.run(["sh", "-c", script, "copy-in", dest, f"{mode:o}"], input=data)
 
     def read_text(self, path: str) -> str:
         return self.run(["cat", path]).stdout
