@@ -7,8 +7,9 @@ cgroup_threadgroup_rwsem for writing, and its first taker waits for an RCU grace
 10 to 40 ms on every create (runc pays it too). Two ways in need neither, and runproc takes them:
   - v2 (and a hybrid host's unified hierarchy): the process is born in its directory
     (clone3 with CLONE_INTO_CGROUP, Linux 5.7+): there is nothing to migrate;
-  - v1: the new process moves itself, writing "0" to `tasks`: a thread that moves itself
-    needs no global lock, and a fresh fork has exactly one thread.
+  - v1: the new process moves itself, writing "0" to `tasks`: recent kernels (6.18 here)
+    take no global lock for a thread that moves itself, and a fresh fork has exactly one
+    thread (a kernel that takes it anyway makes this cost what the old write did).
 Where neither can be used (the systemd driver, whose unit systemd fills by pid; no clone3, or a
 seccomp filter that refuses it) the child waits while create writes its pid, as before.
 """
