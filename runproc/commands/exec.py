@@ -37,8 +37,9 @@ MAX_PROCESS_FILE = 4 << 20
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from runproc.linux.cgroups import Cgroup
     from typing import NoReturn
+
+    from runproc.linux.cgroups.entry import Entry
 
 
 def run(context: Context) -> int:
@@ -77,7 +78,13 @@ def _exec(context: Context) -> int:
                 raise RunprocError("--cgroup: the container has no cgroup (rootless or host mode)")
             cgroup = cgroup.with_sub_cgroups(subs)
     store.close()
-    return _spawn(plan, entry, socket_path, detach, pid_file, preserve_fds, euid, cgroup)
+    cgroup_entry = None
+    if cgroup is not None:
+        from runproc.linux.cgroups.entry import Entry
+
+        # Born in the v2 directory where the kernel can, then into v1 by itself (see Entry).
+        cgroup_entry = Entry(cgroup, cgroup.join, joins_itself=True)
+    return _spawn(plan, entry, socket_path, detach, pid_file, preserve_fds, euid, cgroup_entry)
 
 
 def _plan(config: dict, host_env: bool, bundle: str, values: dict, euid: int) -> ContainerPlan:
@@ -114,7 +121,7 @@ def _read_process_file(path: str) -> object:
 
 
 def _spawn(plan: ContainerPlan, entry: enter.ContainerEntry, socket_path: str | None, detach: bool,
-           pid_file: str | None, preserve_fds: int, euid: int, cgroup: Cgroup | None) -> int:
+           pid_file: str | None, preserve_fds: int, euid: int, cgroup: Entry | None) -> int:
     """Fork the child into the container, wait for its exec (or its error), then for its exit."""
     host_terminal = None
     console = None
@@ -140,7 +147,7 @@ def _spawn(plan: ContainerPlan, entry: enter.ContainerEntry, socket_path: str | 
             keep |= {host_terminal.ours, host_terminal.host}
         keep |= {fd for fd in (console, boot_lock_fd()) if fd is not None}
         close_fds_except(keep)
-        pid = enter.fork_inside(entry)
+        pid = enter.fork_inside(entry, cgroup.fork if cgroup is not None else os.fork)
         if pid == 0:
             _child(plan, ExecChannels(report_w, console, entry), preserve_fds, euid, cgroup)
         os.close(report_w)
@@ -166,13 +173,13 @@ def _spawn(plan: ContainerPlan, entry: enter.ContainerEntry, socket_path: str | 
 
 
 def _child(plan: ContainerPlan, channels: ExecChannels, preserve_fds: int, euid: int,
-           cgroup: Cgroup | None) -> NoReturn:
+           cgroup: Entry | None) -> NoReturn:
     try:
         if cgroup is not None:
             # Into the container's cgroup first, while the host's cgroupfs is still ours to write
             # ("0": the writer itself; see Cgroup.join_self), as runc places its exec'd process before it runs.
             try:
-                cgroup.join_self()
+                cgroup.join_self()  # the rest of it: v1 through tasks, v2 unless born there
             except RunprocError as err:
                 os.write(channels.report, err.message.encode(errors="replace"))
                 os._exit(1)

@@ -22,6 +22,10 @@ from runproc.kernel import process_alive
 from runproc.linux import namespaces
 from runproc.spec.namespaces import NAMESPACE_TYPES, Namespace, NamespacePlan
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 
 
@@ -81,9 +85,9 @@ def open_container(pid: int, start_time: int) -> ContainerEntry:
     return entry
 
 
-def fork_inside(entry: ContainerEntry) -> int:
-    """fork(), the child born in the container's pid and time namespaces (if it has its own)."""
-    return namespaces.fork_in_child_namespaces(entry.plan, entry.joined)
+def fork_inside(entry: ContainerEntry, fork: Callable[[], int] = os.fork) -> int:
+    """`fork` (os.fork), the child born in the container's pid and time namespaces (if it has its own)."""
+    return namespaces.fork_in_child_namespaces(entry.plan, entry.joined, fork=fork)
 
 
 def enter(entry: ContainerEntry) -> None:

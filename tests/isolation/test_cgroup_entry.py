@@ -52,8 +52,8 @@ def expected_cgroups(path: str) -> dict[str, str]:
 
 
 def assert_nothing_left(path: str) -> None:
-    left = [str(CGROUP / name / path.lstrip("/")) for name in [*V1, "unified"] if (CGROUP / name / path.lstrip("/")).exists()]
-    assert left == [], left
+    directories = [CGROUP / name / path.lstrip("/") for name in [*V1, "unified"]]
+    assert [str(d) for d in directories if d.exists()] == []
 
 
 def test_the_init_gets_in_without_a_pid_write(runproc: Runproc, spec_bundle: SpecBundle, tmp_path: Path) -> None:
@@ -99,4 +99,28 @@ def test_a_failed_self_join_fails_create_and_leaves_nothing(runproc: Runproc, sp
     assert f"cgroup: join /sys/fs/cgroup/pids{path}: permission denied" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (runproc.root / "selfjoin").exists()
+    assert_nothing_left(path)
+
+
+def test_an_exec_gets_in_without_a_pid_write(runproc: Runproc, spec_bundle: SpecBundle, tmp_path: Path) -> None:
+    """exec's process joins the same way (and, on v2, Kubernetes' exec probes skip the grace period too)."""
+    path = f"/runproc-entry-{uuid.uuid4().hex[:12]}"
+
+    def edit(config: dict) -> None:
+        config["linux"]["cgroupsPath"] = path
+
+    runproc.ok("create", "--bundle", str(spec_bundle("sleep 1000", edit)), "execd")
+    trace = tmp_path / "strace.txt"
+    result = runproc("exec", "execd", "cat", "/proc/self/cgroup",
+                     prefix=("strace", "-f", "-qq", "-y", "-o", str(trace), "-e", "trace=clone3,write"))
+    assert result.returncode == 0, result.stderr
+    seen = cgroups_seen(result.stdout)
+    assert {key: seen.get(key) for key in expected_cgroups(path)} == expected_cgroups(path), result.stdout
+    calls = trace.read_text()
+    assert "cgroup.procs>" not in calls, "exec wrote a pid to cgroup.procs"
+    for name in V1:
+        assert re.search(rf'write\(\d+</sys/fs/cgroup/{name}{path}/tasks>, "0", 1\) = 1', calls), (name, calls)
+    if HYBRID:
+        assert re.search(r"clone3\(\{flags=[^}]*CLONE_INTO_CGROUP[^}]*\}, \d+\) = [1-9]", calls), calls
+    runproc.ok("delete", "--force", "execd")
     assert_nothing_left(path)

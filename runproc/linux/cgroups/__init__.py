@@ -24,9 +24,7 @@ from runproc.fsutil import os_error_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # runproc.spec's package imports every section's module: create's cost, not state's
-    from collections.abc import Callable
-
-    from runproc.spec.resources import CgroupPlan, DeviceRule, Resources
+    from runproc.spec.resources import DeviceRule, Resources
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 HYBRID_MOUNT = "/sys/fs/cgroup/unified"  # where runc looks for the v2 hierarchy of a hybrid host
