@@ -186,3 +186,25 @@ def log_tail(log: Path, lines: int) -> str:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no containerd log)"
+
+
+def strace_joined(log: str) -> str:
+    """strace -f output with every call on one line. A call that another process's line
+    interrupted is printed in two parts, "PID name(args <unfinished ...>" and later
+    "PID <... name resumed>rest"; they are joined where the second part was."""
+    pending: dict[str, tuple[int, str]] = {}
+    lines: list[str] = []
+    for line in log.splitlines():
+        pid, _, call = line.partition(" ")
+        call = call.lstrip()
+        if call.endswith(" <unfinished ...>"):
+            pending[pid] = (len(lines), call[: -len(" <unfinished ...>")])
+            lines.append(line)  # kept if it never resumes (the process was killed in it)
+            continue
+        resumed = re.match(r"<\.\.\. [\w]+ resumed>(.*)", call)
+        if resumed and pid in pending:
+            index, start = pending.pop(pid)
+            lines[index] = ""
+            line = f"{pid} {start}{resumed.group(1)}"
+        lines.append(line)
+    return "\n".join(line for line in lines if line) + "\n"

@@ -45,7 +45,7 @@ from chaos_testlib import (
     processes_tagged,
     wait_for_no_processes,
 )
-from runproc_testlib import MakeBundle, Runproc
+from runproc_testlib import MakeBundle, Runproc, strace_joined
 
 MAX_KILL_POINTS = 40  # per system call: far more than any command makes; a sweep that never ends fails
 # Every call that makes, changes, reads or locks state (stat-like calls change nothing: a kill
@@ -251,10 +251,8 @@ def test_sigkill_at_every_state_step(scenario: str, rig_factory: type) -> None:
                 assert rig(*fill(args, rig, container_id, bundle)).returncode == 0
             code, log = rig.traced(fill(traced, rig, container_id, bundle), container_id,
                                    ["-e", f"inject={syscall}:signal=SIGKILL:when={k}"])
-            # A call that never returned (strace -D prints no "+++ killed" line for its own tracee);
-            # split in two ("<unfinished ...>", "<... close resumed>") when another tracee wrote between.
-            killed = any(line.endswith("= ?") and (f" {syscall}(" in line or f"<... {syscall} resumed>" in line)
-                         for line in log.splitlines())
+            # A call that never returned (strace -D prints no "+++ killed" line for its own tracee).
+            killed = any(line.endswith("= ?") and f" {syscall}(" in line for line in strace_joined(log).splitlines())
             where = f"{scenario}, killed at {syscall} #{k}" if killed else f"{scenario}, {syscall} #{k}: no kill"
             if not killed:
                 assert code == (exit_code if scenario == "run" else 0), (where, code, log)

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from runproc_testlib import NOBODY, runproc_path
+from runproc_testlib import NOBODY, runproc_path, strace_joined
 
 BIN = runproc_path()
 PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -409,7 +409,7 @@ def test_refuse_root_owned_by_someone_else(ns_factory: Any) -> None:
 def test_refuse_symlinked_directory(ns_factory: Any) -> None:
     """/var/lib/runproc is a symlink to an attacker's tree: never followed."""
     ns = ns_factory()
-    ns.sh(f"mkdir -p /var/tmp/evil/cache && ln -s /var/tmp/evil /var/lib/runproc")
+    ns.sh("mkdir -p /var/tmp/evil/cache && ln -s /var/tmp/evil /var/lib/runproc")
     plant_entry(ns, "/var/tmp/evil/cache", entry_name(BIN), MARK, owner=0, bid=build_id(BIN))
     ns.sh("chmod 0700 /var/tmp/evil/cache")
     r = ns.runproc("--version")
@@ -705,7 +705,7 @@ def test_per_call_cleaner_closes_fds_with_close_range(ns_factory: Any) -> None:
     # The cleaner is detached: wait for it to show up in the trace (not for a fixed time).
     deadline = time.monotonic() + 30
     while True:
-        calls = ns.p(trace).read_text()
+        calls = strace_joined(ns.p(trace).read_text())
         m = re.search(r"^(\d+) +close_range\(4, 4294967295, 0\) += 0", calls, re.M)
         if m or time.monotonic() > deadline:
             break
