@@ -8,6 +8,7 @@ OSError with the errno, as the os module's functions do.
 
 from __future__ import annotations
 
+import _signal
 import ctypes
 import os
 
@@ -127,23 +128,41 @@ def _own_tid_field() -> int:
     return address if ctypes.c_int.from_address(address).value == _check(_syscall(SYS_GETTID)) else 0
 
 
+# What fork_into_cgroup calls, looked up now: a first lookup of a ctypes attribute runs Python code,
+# which must not happen between the fork and Python's after-fork hooks. PyDLL keeps the GIL held
+# across clone3, as os.fork does.
+_before_fork = ctypes.pythonapi.PyOS_BeforeFork
+_after_fork_child = ctypes.pythonapi.PyOS_AfterFork_Child
+_after_fork_parent = ctypes.pythonapi.PyOS_AfterFork_Parent
+_syscall_holding_gil = ctypes.PyDLL(None, use_errno=True).syscall
+_syscall_holding_gil.restype = ctypes.c_long
+
+
 def fork_into_cgroup(cgroup_fd: int) -> int:
     """os.fork, the child born in the cgroup v2 directory `cgroup_fd` (clone3 CLONE_INTO_CGROUP):
     no migration afterwards, so none of the global lock and RCU grace period a write to
     cgroup.procs costs. Python's own fork hooks run as around os.fork. OSError if the kernel
     (before 5.7) or a seccomp filter refuses clone3; the caller falls back to os.fork. Only
-    for a process with one thread, as os.fork's child is."""
+    for a process with one thread, as os.fork's child is.
+
+    Signals are blocked around it: os.fork's child runs no Python signal handler before the
+    after-fork hooks, and neither may this one (blocking runs the handlers already due, in
+    the parent; the child starts with no signal pending).
+    """
     tid_field = _own_tid_field()
     args = _CloneArgs(flags=CLONE_INTO_CGROUP | (CLONE_CHILD_SETTID if tid_field else 0), child_tid=tid_field,
                       exit_signal=17, cgroup=cgroup_fd)  # SIGCHLD
-    python = ctypes.pythonapi
-    python.PyOS_BeforeFork()
-    pid = _syscall(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
-    if pid == 0:
-        python.PyOS_AfterFork_Child()
-        return 0
-    error = ctypes.get_errno()
-    python.PyOS_AfterFork_Parent()
+    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+    try:
+        _before_fork()
+        pid = _syscall_holding_gil(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+        if pid == 0:
+            _after_fork_child()
+            return 0
+        error = ctypes.get_errno()
+        _after_fork_parent()
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
     if pid < 0:
         raise OSError(error, os.strerror(error))
     return pid
