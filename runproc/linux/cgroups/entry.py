@@ -6,7 +6,8 @@ Why the way in matters: a write of a pid to cgroup.procs takes the kernel's glob
 cgroup_threadgroup_rwsem for writing, and its first taker waits for an RCU grace period,
 10 to 40 ms on every create (runc pays it too). Two ways in need neither, and runproc takes them:
   - v2 (and a hybrid host's unified hierarchy): the process is born in its directory
-    (clone3 with CLONE_INTO_CGROUP, Linux 5.7+): there is nothing to migrate;
+    (clone3 with CLONE_INTO_CGROUP; Linux 6.3+, or 5.7+ where the hierarchy has no cpuset
+    controller): there is nothing to migrate;
   - v1: the new process moves itself, writing "0" to `tasks`: recent kernels (6.18 here)
     take no global lock for a thread that moves itself, and a fresh fork has exactly one
     thread (a kernel that takes it anyway makes this cost what the old write did).
@@ -20,6 +21,8 @@ import os
 
 from runproc.errors import RunprocError
 from runproc.linux.cgroups import (
+    CGROUP_ROOT,
+    HYBRID_MOUNT,
     UNIFIED,
     Cgroup,
     Layout,
@@ -27,6 +30,7 @@ from runproc.linux.cgroups import (
     container_paths,
     detect_layout,
     inner_path,
+    read_value,
     systemd_placement,
 )
 
@@ -104,6 +108,13 @@ def _check_not_frozen(cgroup: Cgroup) -> None:
         raise RunprocError(f"container's cgroup unexpectedly frozen: {cgroup.freezer_dir}")
 
 
+def kernel_version() -> tuple[int, int]:
+    """(major, minor) of the running kernel ("6.18.44-fc-v669" -> (6, 18)), without importing re."""
+    major, _, rest = os.uname().release.partition(".")
+    minor = rest[: len(rest) - len(rest.lstrip("0123456789"))]
+    return int(major), int(minor or 0)
+
+
 class Entry:
     """How the container's first process (the init, or the namespace stage that forks it) gets in.
 
@@ -123,6 +134,9 @@ class Entry:
         birth_dir = self.cgroup.paths.get(UNIFIED) if self.joins_itself else None
         if birth_dir is None:
             return os.fork()
+        if not self._birth_keeps_cpuset():
+            self.joins_itself = False
+            return os.fork()
         from runproc.linux import syscalls
 
         try:
@@ -139,6 +153,18 @@ class Entry:
             return os.fork()
         finally:
             os.close(fd)
+
+    def _birth_keeps_cpuset(self) -> bool:
+        """Before Linux 6.3 a child born into another cgroup kept its parent's cpus and memory nodes
+        (fixed by "cgroup/cpuset: Make cpuset_fork() handle CLONE_INTO_CGROUP properly"): there, be
+        born in the cgroup only on a hierarchy without the cpuset controller (a hybrid host's)."""
+        if kernel_version() >= (6, 3):
+            return True
+        root = CGROUP_ROOT if self.cgroup.version == 2 else HYBRID_MOUNT
+        try:
+            return "cpuset" not in read_value(root, "cgroup.controllers").split()
+        except OSError:
+            return False
 
     def join_self(self) -> None:
         """In the child, before it does anything else: into the rest of the cgroup by itself."""
