@@ -129,8 +129,17 @@ def signal_container(record: ContainerRecord, sig: int) -> None:
     if cgroup is None:
         signal_all(record.pid, record.start_time, sig)
         return
-    if not cgroup.exists() or not cgroup.pids() or (sig == 9 and cgroup.kill_all()):
-        return  # an empty cgroup stays empty: only its own processes could add to it (delete's usual case)
+    if not cgroup.exists() or (sig == 9 and cgroup.kill_all()):
+        return
+    if not cgroup.pids():
+        # delete's usual case: nobody to signal, so no freeze and thaw (a process an exec adds
+        # later is found by delete's check before its rmdir); but never left frozen.
+        if cgroup.frozen():
+            try:
+                cgroup.set_frozen(False)
+            except RunprocError:
+                pass
+        return
     try:
         cgroup.set_frozen(True)
     except RunprocError:

@@ -47,10 +47,13 @@ def spawn_init(plan: NamespacePlan | None, joined: dict[str, int], run_init: Cal
     if plan is not None and plan.private("user"):
         return _spawn_through_stage(plan, joined, run_init, fork, entering)
     pid = fork() if plan is None else namespaces.fork_in_child_namespaces(plan, joined, fork=fork)
-    if pid == 0:
-        if entering is not None:
-            entering.in_child()
-        run_init()
+    if pid == 0:  # never returns into the caller's code
+        try:
+            if entering is not None:
+                entering.in_child()
+            run_init()
+        finally:
+            os._exit(1)
     if entering is not None:
         entering.in_parent(pid)
     return pid
@@ -62,9 +65,10 @@ class _Entering:
 
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
-        self.read_end, self.write_end = os.pipe()
+        self.read_end = self.write_end = -1
 
     def fork(self) -> int:
+        self.read_end, self.write_end = os.pipe()
         try:
             return self.entry.fork()
         except BaseException:
