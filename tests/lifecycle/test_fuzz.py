@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import random
+import shutil
 import uuid
 from pathlib import Path
 
@@ -123,11 +124,15 @@ def test_fuzzed_bundles(runproc: Runproc, busybox_rootfs: Path, state_root: Path
     rng = random.Random(seed)
     tag = uuid.uuid4().hex
     check = Checker(runproc, seed, tag, tmp_path)
+    # A copy of its own: a fuzzed process.cwd (say /proc/self/fd/3, in a container without /proc) is
+    # made in the rootfs, as runc makes it, and the other tests share busybox_rootfs.
+    rootfs = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
     try:
         for case in range(CONFIG_CASES):
             bundle = tmp_path / f"b{case}"
             bundle.mkdir()
-            config = base_config(busybox_rootfs, tag)
+            config = base_config(rootfs, tag)
             mutate(config, rng)
             write_config(bundle, config, rng)
             container_id = f"f{case}"
