@@ -28,6 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from runproc.linux.cgroups import Cgroup
     from runproc.log import LogSettings
 
 # How long start waits for the init to exec once it has the go (plus its startContainer hooks' timeouts).
@@ -135,10 +136,7 @@ def signal_container(record: ContainerRecord, sig: int) -> None:
         # delete's usual case: nobody to signal, so no freeze and thaw (a process an exec adds
         # later is found by delete's check before its rmdir); but never left frozen.
         if cgroup.frozen():
-            try:
-                cgroup.set_frozen(False)
-            except RunprocError:
-                pass
+            _thaw(cgroup)
         return
     try:
         cgroup.set_frozen(True)
@@ -148,10 +146,14 @@ def signal_container(record: ContainerRecord, sig: int) -> None:
         for pid in cgroup.pids():
             signal_process(pid, sig)
     finally:
-        try:
-            cgroup.set_frozen(False)
-        except RunprocError:
-            pass
+        _thaw(cgroup)
+
+
+def _thaw(cgroup: Cgroup) -> None:
+    try:
+        cgroup.set_frozen(False)
+    except RunprocError:
+        pass  # runc only warns
 
 
 def destroy_container(store: StateStore, locked: LockedContainer, record: ContainerRecord, force: bool,

@@ -118,12 +118,12 @@ class _CloneArgs(ctypes.Structure):
 
 # Where glibc keeps the thread's kernel tid in its struct pthread (x86_64); checked before use.
 _PTHREAD_TID_OFFSET = 0x2D0
+_libc.pthread_self.restype = ctypes.c_void_p
 
 
 def _own_tid_field() -> int:
     """The address of glibc's cached tid of this thread, which its fork() has the kernel set in the
     child (CLONE_CHILD_SETTID); 0 if this glibc keeps it elsewhere."""
-    _libc.pthread_self.restype = ctypes.c_void_p
     address = (_libc.pthread_self() or 0) + _PTHREAD_TID_OFFSET
     return address if ctypes.c_int.from_address(address).value == _check(_syscall(SYS_GETTID)) else 0
 

@@ -268,10 +268,7 @@ class Cgroup:
     def join(self, pid: int) -> None:
         """Put `pid` into each of the container's directories (before it runs anything of its own)."""
         for path in self.unique_paths():
-            try:
-                write_value(path, "cgroup.procs", str(pid))
-            except OSError as err:
-                raise RunprocError(f"cgroup: join {path}: {os_error_text(err)}") from None
+            _join_one(path, "cgroup.procs", str(pid))
 
     def join_self(self, born_in: str | None = None) -> None:
         """Move the calling process into each directory but `born_in`, by itself: "0" (the writer)
@@ -280,12 +277,8 @@ class Cgroup:
         RCU grace period; "0" to cgroup.procs on v2 (runproc.linux.cgroups.entry says more)."""
         v2_dir = self.paths.get(UNIFIED)
         for path in self.unique_paths():
-            if path == born_in:
-                continue
-            try:
-                write_value(path, "cgroup.procs" if path == v2_dir else "tasks", "0")
-            except OSError as err:
-                raise RunprocError(f"cgroup: join {path}: {os_error_text(err)}") from None
+            if path != born_in:
+                _join_one(path, "cgroup.procs" if path == v2_dir else "tasks", "0")
 
     def set_frozen(self, frozen: bool) -> None:
         """pause (frozen) or resume, waiting until the kernel has done it."""
@@ -447,6 +440,13 @@ class Writer:
             return int(read_value(path, name))
         except (OSError, ValueError) as err:
             raise RunprocError(f"{self.where}.{field}: read {path}/{name}: {err}") from None
+
+
+def _join_one(directory: str, name: str, pid: str) -> None:
+    try:
+        write_value(directory, name, pid)
+    except OSError as err:
+        raise RunprocError(f"cgroup: join {directory}: {os_error_text(err)}") from None
 
 
 def read_value(directory: str, name: str) -> str:

@@ -71,10 +71,8 @@ def make_before_fork(layout: Layout, cgroup: Cgroup, plan: CgroupPlan, record_pl
     """The fs driver: make the directories (after `record_plan` has saved which) and set the limits,
     while nothing is in them yet; the Entry then puts the first process in. On failure the caller
     calls cgroup.remove()."""
-    _check_not_frozen(cgroup)
-    record_plan(cgroup.missing(layout))
-    cgroup.make(layout)
-    apply_resources(cgroup, plan.resources, plan.devices, "linux.resources")
+    _record_directories(layout, cgroup, record_plan)
+    _make_and_limit(layout, cgroup, plan)
     return Entry(cgroup, cgroup.join, joins_itself=True)
 
 
@@ -84,8 +82,7 @@ def systemd_entry(layout: Layout, cgroup: Cgroup, plan: CgroupPlan, record_plan:
     started with its pid."""
 
     def by_pid(pid: int) -> None:
-        _check_not_frozen(cgroup)
-        record_plan(cgroup.missing(layout))
+        _record_directories(layout, cgroup, record_plan)
         from runproc.linux.cgroups import systemd
 
         # As runc's systemd managers: the unit first (systemd puts `pid` in it), then the fs driver
@@ -96,16 +93,23 @@ def systemd_entry(layout: Layout, cgroup: Cgroup, plan: CgroupPlan, record_plan:
             cgroup.unit = None  # not ours: neither this create's clean-up nor a delete may stop it
             record_plan(cgroup.missing(layout))
             raise
-        cgroup.make(layout)
-        apply_resources(cgroup, plan.resources, plan.devices, "linux.resources")
+        _make_and_limit(layout, cgroup, plan)
         cgroup.join(pid)
 
     return Entry(cgroup, by_pid, joins_itself=False)
 
 
-def _check_not_frozen(cgroup: Cgroup) -> None:
+def _record_directories(layout: Layout, cgroup: Cgroup, record_plan: Callable[[Cgroup], None]) -> None:
+    """Save which directories create is about to make (delete removes those), after checking that
+    the cgroup is not one left frozen."""
     if cgroup.exists() and cgroup.frozen():  # checked under the container's lock: no delete of its id is running
         raise RunprocError(f"container's cgroup unexpectedly frozen: {cgroup.freezer_dir}")
+    record_plan(cgroup.missing(layout))
+
+
+def _make_and_limit(layout: Layout, cgroup: Cgroup, plan: CgroupPlan) -> None:
+    cgroup.make(layout)
+    apply_resources(cgroup, plan.resources, plan.devices, "linux.resources")
 
 
 def kernel_version() -> tuple[int, int]:
@@ -134,23 +138,28 @@ class Entry:
         birth_dir = self.cgroup.paths.get(UNIFIED) if self.joins_itself else None
         if birth_dir is None:
             return os.fork()
-        if not self._birth_keeps_cpuset():
-            self.joins_itself = False
+        pid = self._fork_into(birth_dir)
+        if pid is None:
+            self.joins_itself = False  # runc's way: create's join by pid (which names any problem)
             return os.fork()
+        self.born_in = birth_dir
+        return pid
+
+    def _fork_into(self, birth_dir: str) -> int | None:
+        """clone3 into `birth_dir`; None where that cannot be done (or not safely, before 6.3),
+        or the kernel refuses (before Linux 5.7, or a seccomp filter)."""
+        if not self._birth_keeps_cpuset():
+            return None
         from runproc.linux import syscalls
 
         try:
             fd = os.open(birth_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
-            self.joins_itself = False  # create's join by pid names the problem
-            return os.fork()
+            return None
         try:
-            pid = syscalls.fork_into_cgroup(fd)
-            self.born_in = birth_dir
-            return pid
+            return syscalls.fork_into_cgroup(fd)
         except OSError:
-            self.joins_itself = False  # no clone3 here (before Linux 5.7, or a seccomp filter): runc's way
-            return os.fork()
+            return None
         finally:
             os.close(fd)
 
