@@ -32,6 +32,17 @@ def runc_spec() -> dict:
         return json.loads((Path(scratch) / "config.json").read_text())
 
 
+def privileged_attacker(config: dict) -> None:
+    """Edit: what an attacker of the runtime's files would want inside: nothing masked or read-only,
+    CAP_SYS_ADMIN, CAP_SYS_PTRACE and the file capabilities, no no_new_privs."""
+    config["linux"]["maskedPaths"] = []
+    config["linux"]["readonlyPaths"] = []
+    config["process"]["capabilities"] = {
+        kind: ["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE", "CAP_SYS_PTRACE", "CAP_FOWNER", "CAP_CHOWN"]
+        for kind in ("bounding", "effective", "permitted")}
+    config["process"]["noNewPrivileges"] = False
+
+
 class Probe:
     """One runtime's view from inside a container: `run` a bundle, return stdout."""
 

@@ -31,15 +31,20 @@ def cgroups_seen(output: str) -> dict[str, str]:
     return {line.split(":", 2)[1]: line.split(":", 2)[2] for line in output.splitlines() if line.count(":") >= 2}
 
 
-def run_traced(runproc: Runproc, spec_bundle: SpecBundle, tmp_path: Path, *strace: str
-               ) -> tuple[str, int, str, str]:
-    """`runproc run` of a container that prints its cgroups, under strace -f; (path, exit code, output, trace)."""
+def bundle_in_own_cgroup(spec_bundle: SpecBundle, script: str) -> tuple[str, Path]:
+    """A bundle running `script` with a cgroupsPath of its own: (the path, the bundle)."""
     path = f"/runproc-entry-{uuid.uuid4().hex[:12]}"
 
     def edit(config: dict) -> None:
         config["linux"]["cgroupsPath"] = path
 
-    bundle = spec_bundle("cat /proc/self/cgroup", edit)
+    return path, spec_bundle(script, edit)
+
+
+def run_traced(runproc: Runproc, spec_bundle: SpecBundle, tmp_path: Path, *strace: str
+               ) -> tuple[str, int, str, str]:
+    """`runproc run` of a container that prints its cgroups, under strace -f; (path, exit code, output, trace)."""
+    path, bundle = bundle_in_own_cgroup(spec_bundle, "cat /proc/self/cgroup")
     trace = tmp_path / "strace.txt"
     result = runproc("run", "--bundle", str(bundle), f"entry-{uuid.uuid4().hex[:8]}",
                      prefix=("strace", "-f", "-qq", "-y", "-o", str(trace), *strace))
@@ -51,6 +56,19 @@ def expected_cgroups(path: str) -> dict[str, str]:
     return {hierarchy: path for hierarchy in seen if hierarchy != "" or HYBRID}
 
 
+def assert_in_without_a_pid_write(path: str, output: str, trace: str) -> None:
+    """The process saw its cgroup in every hierarchy (`output`: its /proc/self/cgroup), and the trace
+    shows no pid written to cgroup.procs: "0" to each v1 `tasks`, and (hybrid) a birth by clone3."""
+    seen = cgroups_seen(output)
+    assert {key: seen.get(key) for key in expected_cgroups(path)} == expected_cgroups(path), output
+    assert "cgroup.procs>" not in trace, "a pid was written to cgroup.procs"
+    for name in V1:
+        assert re.search(rf'write\(\d+</sys/fs/cgroup/{name}{path}/tasks>, "0", 1\) = 1', trace), (name, trace)
+    if HYBRID:
+        # Born there: strace does not name clone3's cgroup fd, but the process's unified line is its path.
+        assert re.search(r"clone3\(\{flags=[^}]*CLONE_INTO_CGROUP[^}]*\}, \d+\) = [1-9]", trace), trace
+
+
 def assert_nothing_left(path: str) -> None:
     directories = [CGROUP / name / path.lstrip("/") for name in [*V1, "unified"]]
     assert [str(d) for d in directories if d.exists()] == []
@@ -59,14 +77,7 @@ def assert_nothing_left(path: str) -> None:
 def test_the_init_gets_in_without_a_pid_write(runproc: Runproc, spec_bundle: SpecBundle, tmp_path: Path) -> None:
     path, code, output, trace = run_traced(runproc, spec_bundle, tmp_path, "-e", "trace=clone3,write")
     assert code == 0, output
-    seen = cgroups_seen(output)
-    assert {key: seen.get(key) for key in expected_cgroups(path)} == expected_cgroups(path), output
-    assert "cgroup.procs>" not in trace, "create wrote a pid to cgroup.procs"
-    for name in V1:
-        assert re.search(rf'write\(\d+</sys/fs/cgroup/{name}{path}/tasks>, "0", 1\) = 1', trace), (name, trace)
-    if HYBRID:
-        # Born there: strace does not name clone3's cgroup fd, but the container's unified line is its path.
-        assert re.search(r"clone3\(\{flags=[^}]*CLONE_INTO_CGROUP[^}]*\}, \d+\) = [1-9]", trace), trace
+    assert_in_without_a_pid_write(path, output, trace)
     assert_nothing_left(path)
 
 
@@ -85,12 +96,7 @@ def test_where_clone3_is_refused_create_joins_by_pid(runproc: Runproc, spec_bund
 
 def test_a_failed_self_join_fails_create_and_leaves_nothing(runproc: Runproc, spec_bundle: SpecBundle,
                                                             tmp_path: Path) -> None:
-    path = f"/runproc-entry-{uuid.uuid4().hex[:12]}"
-
-    def edit(config: dict) -> None:
-        config["linux"]["cgroupsPath"] = path
-
-    bundle = spec_bundle("sleep 1000", edit)
+    path, bundle = bundle_in_own_cgroup(spec_bundle, "sleep 1000")
     tasks = f"/sys/fs/cgroup/pids{path}/tasks"
     strace = ("strace", "-f", "-qq", "-o", "/dev/null", "-P", tasks, "-e", "trace=openat",
               "-e", "inject=openat:error=EACCES")
@@ -104,23 +110,12 @@ def test_a_failed_self_join_fails_create_and_leaves_nothing(runproc: Runproc, sp
 
 def test_an_exec_gets_in_without_a_pid_write(runproc: Runproc, spec_bundle: SpecBundle, tmp_path: Path) -> None:
     """exec's process joins the same way (and, on v2, Kubernetes' exec probes skip the grace period too)."""
-    path = f"/runproc-entry-{uuid.uuid4().hex[:12]}"
-
-    def edit(config: dict) -> None:
-        config["linux"]["cgroupsPath"] = path
-
-    runproc.ok("create", "--bundle", str(spec_bundle("sleep 1000", edit)), "execd")
+    path, bundle = bundle_in_own_cgroup(spec_bundle, "sleep 1000")
+    runproc.ok("create", "--bundle", str(bundle), "execd")
     trace = tmp_path / "strace.txt"
     result = runproc("exec", "execd", "cat", "/proc/self/cgroup",
                      prefix=("strace", "-f", "-qq", "-y", "-o", str(trace), "-e", "trace=clone3,write"))
     assert result.returncode == 0, result.stderr
-    seen = cgroups_seen(result.stdout)
-    assert {key: seen.get(key) for key in expected_cgroups(path)} == expected_cgroups(path), result.stdout
-    calls = trace.read_text()
-    assert "cgroup.procs>" not in calls, "exec wrote a pid to cgroup.procs"
-    for name in V1:
-        assert re.search(rf'write\(\d+</sys/fs/cgroup/{name}{path}/tasks>, "0", 1\) = 1', calls), (name, calls)
-    if HYBRID:
-        assert re.search(r"clone3\(\{flags=[^}]*CLONE_INTO_CGROUP[^}]*\}, \d+\) = [1-9]", calls), calls
+    assert_in_without_a_pid_write(path, result.stdout, trace.read_text())
     runproc.ok("delete", "--force", "execd")
     assert_nothing_left(path)

@@ -16,7 +16,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from isolation_probe import Probe, SpecBundle, mount_table
+from isolation_probe import Probe, SpecBundle, mount_table, privileged_attacker
 from runproc_testlib import Runproc
 
 Probes = tuple[Probe, Probe]
@@ -136,12 +136,7 @@ def test_runtime_files_cannot_be_written_from_a_container(runproc: Runproc, spec
         for namespace in config["linux"]["namespaces"]:
             if namespace["type"] == "pid":
                 namespace["path"] = f"/proc/{pid}/ns/pid"
-        config["linux"]["maskedPaths"] = []
-        config["linux"]["readonlyPaths"] = []
-        config["process"]["capabilities"] = {
-            kind: ["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE", "CAP_SYS_PTRACE", "CAP_FOWNER", "CAP_CHOWN"]
-            for kind in ("bounding", "effective", "permitted")}
-        config["process"]["noNewPrivileges"] = False
+        privileged_attacker(config)
 
     script = ("echo pwned >> /proc/1/exe && echo wrote-exe; "
               "for f in /proc/1/map_files/*; do case $(readlink $f) in *runproc*|*/_internal/*|*.so*) "

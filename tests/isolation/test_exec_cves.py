@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from isolation_probe import SpecBundle
+from isolation_probe import SpecBundle, privileged_attacker
 from runproc_testlib import Runproc, make_reachable
 
 ATTACK = (
@@ -39,12 +39,7 @@ def no_pid_namespace(privileged: bool):  # noqa: ANN201 - an edit for spec_bundl
     def edit(config: dict) -> None:
         config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "pid"]
         if privileged:
-            config["linux"]["maskedPaths"] = []
-            config["linux"]["readonlyPaths"] = []
-            config["process"]["capabilities"] = {
-                kind: ["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE", "CAP_SYS_PTRACE", "CAP_FOWNER", "CAP_CHOWN"]
-                for kind in ("bounding", "effective", "permitted")}
-            config["process"]["noNewPrivileges"] = False
+            privileged_attacker(config)
 
     return edit
 
