@@ -8,9 +8,11 @@ conftest.py of their own, so `from conftest import ...` would be ambiguous.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -51,11 +53,32 @@ def make_reachable(path: Path) -> None:
         os.chmod(parent, os.stat(parent).st_mode | 0o755)
 
 
+_COPIES_FOR_USERS: dict[Path, Path] = {}
+
+
+def runnable_by_all(binary: Path) -> Path:
+    """`binary`, or (once per session) a copy every user can run, if a directory above it shuts
+    others out: a checkout in `mktemp -d`'s 0700 directory, say (the launcher reads its own file)."""
+    reachable = all(os.stat(parent).st_mode & 0o001 for parent in binary.parents)
+    if reachable and os.stat(binary).st_mode & 0o005 == 0o005:
+        return binary
+    if binary not in _COPIES_FOR_USERS:
+        directory = Path(tempfile.mkdtemp(prefix="runproc-bin-"))
+        os.chmod(directory, 0o755)
+        atexit.register(shutil.rmtree, directory, True)
+        copy = directory / binary.name
+        shutil.copy2(binary, copy)
+        os.chmod(copy, 0o755)
+        _COPIES_FOR_USERS[binary] = copy
+    return _COPIES_FOR_USERS[binary]
+
+
 class Runproc:
-    """Runs the binary with one state root; `as_user` runs it unprivileged via setpriv."""
+    """Runs the binary with one state root; `as_user` runs it unprivileged via setpriv (from a copy
+    that user can reach, if need be)."""
 
     def __init__(self, binary: Path, root: Path, as_user: int | None = None, name: str = "runproc") -> None:
-        self.binary = binary
+        self.binary = runnable_by_all(binary) if as_user is not None else binary
         self.root = root
         self.as_user = as_user
         self.name = name  # how failures name this runtime (the differential tests drive runc too)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -282,8 +281,6 @@ def test_signalling_another_users_process_is_a_clear_error(runproc_bin: Path, wo
     """nobody's own record naming a process of root's (as after a setuid program): one clear line."""
     require_root()
     state = world_tmp / "nobody-state"
-    binary = world_tmp / "runproc"
-    shutil.copy2(runproc_bin, binary)
     sleeper = subprocess.Popen(["sleep", "300"])
     try:
         start = int(Path(f"/proc/{sleeper.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
@@ -293,7 +290,7 @@ def test_signalling_another_users_process_is_a_clear_error(runproc_bin: Path, wo
                   f"echo '{json.dumps(record)}' > {state}/c1/state.json")
         subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "sh", "-c", script],
                        check=True)
-        nobody = Runproc(binary, state, as_user=NOBODY)
+        nobody = Runproc(runproc_bin, state, as_user=NOBODY)
         assert_clean_failure(nobody("kill", "c1", "KILL"),
                              f"cannot send signal 9 to process {sleeper.pid}: operation not permitted")
         assert sleeper.poll() is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -367,10 +366,7 @@ def test_unprivileged_user(runproc_bin: Path, make_bundle: MakeBundle, world_tmp
         "root": {"path": "rootfs-that-does-not-exist"},
     }
     (bundle / "config.json").write_text(json.dumps(config))
-    # A copy nobody can read (the launcher reads its own file), wherever this checkout is.
-    binary = world_tmp / "runproc"
-    shutil.copy2(runproc_bin, binary)
-    nobody = Runproc(binary, state, as_user=NOBODY)
+    nobody = Runproc(runproc_bin, state, as_user=NOBODY)  # a copy nobody can run, if need be
     pid_file = world_tmp / "pid"
     nobody.ok("create", "--pid-file", str(pid_file), "u1", str(bundle))
     assert pid_file.stat().st_uid == NOBODY and state.stat().st_uid == NOBODY
